@@ -1,0 +1,46 @@
+"""Plan formats: how a prompt asks for a plan, and how plan and solution are laid out as chat turns.
+
+`none` is a plain worked answer; `natural` is LEPA's anticipatory plan followed by a solution (two turns).
+`code` (CodePlan) and `steps` (CPL) are named here and arrive with their issues.
+"""
+
+from __future__ import annotations
+
+from forethought.errors import UserError
+from forethought.plans import prompts
+
+PLAN_FORMATS = ("none", "natural", "code", "steps")
+IMPLEMENTED = ("none", "natural")
+
+
+def check_plan_format(name: str) -> str:
+    """Return `name` if it is a usable plan format, else raise a UserError naming the choices."""
+    if name not in PLAN_FORMATS:
+        raise UserError(f"unknown plan format '{name}'; choose one of: {', '.join(PLAN_FORMATS)}")
+    if name not in IMPLEMENTED:
+        raise UserError(
+            f"plan format '{name}' is not implemented yet; usable now: {', '.join(IMPLEMENTED)}"
+        )
+    return name
+
+
+def question_messages(question: str, answer_type: str, fewshot: str | None = None) -> list[dict]:
+    """Chat messages asking for a worked answer to `question` (plan format `none`)."""
+    shot = prompts.FEWSHOT_HEADER.format(fewshot=fewshot.strip()) if fewshot else ""
+    text = prompts.DIRECT.format(
+        fewshot=shot, question=question.strip(), answer_format=prompts.answer_format(answer_type)
+    )
+    return [{"role": "user", "content": text}]
+
+
+def plan_messages(question: str) -> list[dict]:
+    """First LEPA turn: ask for an anticipatory plan."""
+    return [{"role": "user", "content": prompts.PLAN.format(question=question.strip())}]
+
+
+def solve_with_plan_messages(question: str, plan: str, answer_type: str) -> list[dict]:
+    """Second LEPA turn: the plan as the assistant's first reply, then ask for the solution."""
+    return plan_messages(question) + [
+        {"role": "assistant", "content": plan.strip()},
+        {"role": "user", "content": prompts.SOLVE_WITH_PLAN.format(answer_format=prompts.answer_format(answer_type))},
+    ]

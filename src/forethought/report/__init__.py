@@ -1,0 +1,1 @@
+"""Metrics, tables, plots and the HTML report."""
