@@ -1,0 +1,83 @@
+"""Typed configuration: pydantic models that reject unknown keys, loaded from YAML with dotted overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from forethought.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are an error, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ["learner.learning_rate=1e-5", ...] to a nested dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override '{item}' must look like section.key=value")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def describe_errors(err: ValidationError, source: str) -> str:
+    """One readable message for a pydantic error, naming each bad key by its dotted path."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}'")
+        elif e["type"] == "missing":
+            lines.append(f"missing key '{where}'")
+        else:
+            lines.append(f"'{where}': {e['msg']}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def validate(model: type[M], data: dict, source: str) -> M:
+    """Build `model` from `data`, turning validation errors into one UserError that names the keys."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        allowed = ", ".join(model.model_fields)
+        msg = describe_errors(e, source)
+        if any(x["type"] == "extra_forbidden" and len(x["loc"]) == 1 for x in e.errors()):
+            msg += f" (allowed top-level keys: {allowed})"
+        raise UserError(msg) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or bad YAML is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def load_config(model: type[M], path: str | Path, overrides: list[str] = ()) -> M:
+    """Load a YAML recipe into `model`, applying dotted `key=value` overrides first."""
+    return validate(model, apply_overrides(load_yaml(path), list(overrides)), str(path))
