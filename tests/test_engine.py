@@ -1,0 +1,175 @@
+"""Tests of the hf engine's decode loop against transformers' own generate and forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from forethought.engines import Request, get_engine
+from forethought.engines.hf import HFEngine
+from forethought.errors import UserError
+
+PROMPTS = [
+    "Janet has 16 eggs.",
+    "def solve(x):",
+    "Question: what is the last letter of each word in the phrase",
+    "A",
+    "Let's plan first: find the total, subtract what is used, then",
+]
+
+
+def reference(engine: HFEngine, ids: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy continuation ids from plain `model.generate` for one unpadded prompt (eos included if produced)."""
+    out = engine.model.generate(
+        torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False,
+        max_new_tokens=max_new_tokens, eos_token_id=sorted(engine.eos_ids), pad_token_id=engine.pad_id,
+    )
+    return out[0, len(ids):].tolist()
+
+
+def capture_tokens(engine: HFEngine, monkeypatch) -> list[list[int]]:
+    """Record the generated token ids of every finished row (in completion order)."""
+    seen: list[list[int]] = []
+    original = engine._finish
+
+    def spy(row):
+        seen.append(list(row.tokens))
+        return original(row)
+
+    monkeypatch.setattr(engine, "_finish", spy)
+    return seen
+
+
+def test_greedy_equals_generate_in_one_batch(tiny_engine, monkeypatch):
+    seen = capture_tokens(tiny_engine, monkeypatch)
+    requests = [Request(prompt=p, max_new_tokens=24) for p in PROMPTS]
+    out = tiny_engine.generate(requests, progress=False)
+    assert len({len(tiny_engine.encode(r)) for r in requests}) == len(PROMPTS)  # really different lengths
+    for request, completion in zip(requests, out):
+        ids = tiny_engine.encode(request)
+        expected = reference(tiny_engine, ids, 24)
+        assert expected in seen
+        sample = completion.samples[0]
+        assert completion.prompt_tokens == len(ids)
+        assert sample.text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+        assert sample.tokens == len(expected)
+
+
+def test_stop_string_cuts_text_and_counts_tokens_to_the_stop(tiny_engine):
+    prompt = PROMPTS[2]
+    ids = reference(tiny_engine, tiny_engine.encode(Request(prompt=prompt)), 30)
+    full = tiny_engine.tokenizer.decode(ids, skip_special_tokens=True)
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    assert stop.strip(), "pick a visible stop string"
+    cut = full.find(stop)
+    needed = next(k for k in range(1, len(ids) + 1) if stop in tiny_engine.tokenizer.decode(ids[:k]))
+    sample = tiny_engine.generate([Request(prompt=prompt, max_new_tokens=30, stop=("@@never@@", stop))],
+                                  progress=False)[0].samples[0]
+    assert sample.finish_reason == "stop"
+    assert sample.text == full[:cut]
+    assert stop not in sample.text
+    assert sample.tokens == needed
+
+
+def test_n_samples_share_one_prefill(tiny_engine, monkeypatch):
+    prefills = []
+    forward = tiny_engine.model.forward
+
+    def counting(*args, **kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefills.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine.model, "forward", counting)
+    out = tiny_engine.generate([Request(prompt=PROMPTS[0], n=5, temperature=1.0, seed=3, max_new_tokens=12)],
+                               progress=False)
+    assert prefills == [1]
+    samples = out[0].samples
+    assert len(samples) == 5
+    assert len({s.text for s in samples}) > 1
+    assert all(s.tokens <= 12 for s in samples)
+
+
+def test_n_larger_than_batch_size(tiny_engine):
+    out = tiny_engine.generate([Request(prompt="A", n=tiny_engine.batch_size + 3, temperature=1.0, seed=1,
+                                        max_new_tokens=4)], progress=False)
+    assert len(out[0].samples) == tiny_engine.batch_size + 3
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_batch(tiny_engine):
+    target = Request(prompt=PROMPTS[1], n=3, temperature=0.9, top_p=0.9, seed=11, max_new_tokens=16)
+    alone = tiny_engine.generate([target], progress=False)[0]
+    others = [Request(prompt=p, n=2, temperature=1.0, seed=i, max_new_tokens=8 + 4 * i) for i, p in enumerate(PROMPTS)]
+    crowded = tiny_engine.generate(others[:2] + [target] + others[2:], progress=False)[2]
+    assert [s.text for s in alone.samples] == [s.text for s in crowded.samples]
+    other_seed = tiny_engine.generate([Request(**{**target.__dict__, "seed": 12})], progress=False)[0]
+    assert [s.text for s in other_seed.samples] != [s.text for s in alone.samples]
+
+
+def test_top_p_tiny_keeps_only_the_most_likely_token(tiny_engine):
+    greedy = tiny_engine.generate([Request(prompt=PROMPTS[0], max_new_tokens=10)], progress=False)[0].samples[0]
+    nucleus = tiny_engine.generate([Request(prompt=PROMPTS[0], temperature=1.0, top_p=1e-6, seed=5,
+                                            max_new_tokens=10)], progress=False)[0].samples[0]
+    assert nucleus.text == greedy.text
+
+
+def test_logprobs_match_a_separate_forward_pass(tiny_engine, monkeypatch):
+    seen = capture_tokens(tiny_engine, monkeypatch)
+    request = Request(prompt=PROMPTS[3], temperature=0.7, seed=2, max_new_tokens=10, logprobs=True)
+    sample = tiny_engine.generate([request], progress=False)[0].samples[0]
+    prompt = tiny_engine.encode(request)
+    ids = torch.tensor([prompt + seen[0]])
+    with torch.no_grad():
+        logits = tiny_engine.model(ids).logits[0, len(prompt) - 1: -1]
+    expected = torch.log_softmax(logits.float(), -1).gather(1, ids[0, len(prompt):, None]).sum().item()
+    assert sample.logprob_sum == pytest.approx(expected, abs=1e-3)
+    assert sample.logprob_mean == pytest.approx(expected / sample.tokens, abs=1e-4)
+    plain = tiny_engine.generate([Request(prompt=PROMPTS[3], max_new_tokens=3)], progress=False)[0].samples[0]
+    assert plain.logprob_sum is None and plain.logprob_mean is None
+
+
+def test_max_new_tokens_and_finished_rows_leaving_the_batch(tiny_engine):
+    requests = [Request(prompt=p, max_new_tokens=m) for p, m in zip(PROMPTS, (3, 25, 1, 9, 17))]
+    out = tiny_engine.generate(requests, progress=False)
+    for request, completion in zip(requests, out):
+        sample = completion.samples[0]
+        solo = reference(tiny_engine, tiny_engine.encode(request), request.max_new_tokens)
+        assert sample.tokens == len(solo) <= request.max_new_tokens
+        assert sample.finish_reason == ("length" if solo[-1] not in tiny_engine.eos_ids else "eos")
+        assert sample.text == tiny_engine.tokenizer.decode(solo, skip_special_tokens=True)
+
+
+def test_chat_prefix_is_continued_without_end_of_turn(tiny_engine):
+    messages = [{"role": "user", "content": "How many eggs?"}, {"role": "assistant", "content": "Let's plan first:"}]
+    ids = tiny_engine.encode(Request(messages=messages))
+    text = tiny_engine.tokenizer.decode(ids)
+    assert text.endswith("<|im_start|>assistant\nLet's plan first:")
+    open_turn = tiny_engine.encode(Request(messages=messages[:1]))
+    assert tiny_engine.tokenizer.decode(open_turn).endswith("<|im_start|>assistant\n")
+    chat = tiny_engine.generate([Request(messages=messages, max_new_tokens=12)], progress=False)[0]
+    raw = tiny_engine.generate([Request(prompt=text, max_new_tokens=12)], progress=False)[0]
+    assert chat.samples[0].text == raw.samples[0].text
+    assert chat.samples[0].text == tiny_engine.tokenizer.decode(reference(tiny_engine, ids, 12),
+                                                                skip_special_tokens=True)
+
+
+def test_bad_requests_and_unknown_engine_are_user_errors(tiny_model_dir):
+    with pytest.raises(UserError, match="exactly one of"):
+        Request(prompt="a", messages=[{"role": "user", "content": "a"}])
+    with pytest.raises(UserError, match="top_p"):
+        Request(prompt="a", top_p=0)
+    with pytest.raises(UserError, match="unknown engine 'vllm2'"):
+        get_engine("vllm2", str(tiny_model_dir))
+    assert isinstance(get_engine("hf", str(tiny_model_dir), batch_size=2), HFEngine)
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_equals_generate(smollm2_dir):
+    engine = HFEngine(str(smollm2_dir), device="cpu")
+    request = Request(messages=[{"role": "user", "content": "What is 2 + 3? Answer with one number."}],
+                      max_new_tokens=40)
+    sample = engine.generate([request], progress=False)[0].samples[0]
+    expected = reference(engine, engine.encode(request), 40)
+    assert sample.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+    assert sample.tokens == len(expected)
+    assert sample.finish_reason == ("eos" if expected[-1] in engine.eos_ids else "length")
