@@ -6,6 +6,7 @@ import bz2
 import csv
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from forethought.errors import UserError
@@ -216,16 +217,16 @@ class HellaSwag(Task):
                                         "train": ["hellaswag_train_full.txt.bz2"]}, self.name)
         opener = bz2.open if file.suffix == ".bz2" else open
         with opener(file, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        if len(lines) % 6:
-            raise UserError(f"{file}: expected items of 6 lines (context, label, 4 endings); "
-                            f"{len(lines)} lines is not a multiple of 6")
-        for i in range(len(lines) // 6):
-            context, label, *endings = lines[6 * i: 6 * i + 6]
-            gold = gold_index(label, 4, f"{file} line {6 * i + 2}", "label")
-            yield choice_example(f"hellaswag/{split}/{i}", _hellaswag_question(context), endings, gold)
+            lines = (line.rstrip("\n") for line in f)
+            for i, item in enumerate(iter(lambda: list(islice(lines, 6)), [])):
+                if len(item) < 6:
+                    if item == [""]:  # the file's final newline
+                        return
+                    raise UserError(f"{file} line {6 * i + 1}: incomplete item ({len(item)} of 6 lines: "
+                                    f"context, label, 4 endings)")
+                context, label, *endings = item
+                gold = gold_index(label, 4, f"{file} line {6 * i + 2}", "label")
+                yield choice_example(f"hellaswag/{split}/{i}", _hellaswag_question(context), endings, gold)
 
     def _hub(self, split: str) -> Iterator[Example]:
         for i, row in enumerate(load_hub(self.hub_id, self.hub_config, split)):
