@@ -259,3 +259,26 @@ def test_hub_unreachable_fails_before_datasets_retries(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset must not be called"))
     with pytest.raises(UserError, match=r"could not load allenai/ai2_arc from the Hugging Face Hub \(offline\?\)"):
         get_task("arc_challenge").load()
+
+
+@needs_data
+@pytest.mark.parametrize("name,path", [
+    ("gsm8k", "gsm8k"), ("math500", "math"), ("arc_challenge", "arc"), ("openbookqa", "openbookqa"), ("mmlu", "mmlu"),
+    ("mmlu_stem", "mmlu"), ("piqa", "piqa"), ("hellaswag", "hellaswag"), ("commonsenseqa", "commonsenseqa"),
+    ("boolq", "boolq"), ("bbh/ruin_names", "bbh"), ("bbh/dyck_languages", "bbh"), ("bbh/word_sorting", "bbh"),
+    ("bbh/multistep_arithmetic_two", "bbh"), ("bbh/formal_fallacies", "bbh"),
+])
+def test_gold_verifies_in_the_tasks_answer_phrasing(name, path):
+    task = get_task(name)
+    examples = task.load(DATA / path, limit=6)
+    say = (lambda g: f"So the final answer is $\\boxed{{{g}}}$.") if task.answer_type == "math" else \
+        (lambda g: f"Let's think step by step. So the answer is {g}.")
+    assert all(v.correct for v in task.verify_batch([say(e.gold) for e in examples], examples))
+    assert task.verify(say(examples[0].gold), examples[0]).correct
+    # an answer that differs from the gold (another option, another number, the other yes/no) is wrong
+    wrong = {"number": lambda g: g + "1", "math": lambda g: "98765", "exact": lambda g: "zzz",
+             "yesno": lambda g: "no" if g == "yes" else "yes", "choice": lambda g: "B" if g == "A" else "A"}
+    others = [wrong[task.answer_type](e.gold) for e in examples]
+    assert not any(v.correct for v in task.verify_batch([say(o) for o in others], examples))
+    if examples[0].reference:  # worked solutions end in the task's own answer form
+        assert all(v.correct for v in task.verify_batch([e.reference for e in examples], examples))

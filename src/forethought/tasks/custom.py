@@ -77,11 +77,16 @@ def _gold_letter(gold, choices: list[str], where: str, field: str) -> str:
                     f"A-{LETTERS[len(choices) - 1]} or an index 0-{len(choices) - 1}")
 
 
-def _gold_text(gold, answer_type: str) -> str:
-    if isinstance(gold, bool):
-        return "yes" if gold else "no"
-    text = str(gold).strip()
-    return text.lower() if answer_type == "yesno" else text
+def _gold_text(gold, answer_type: str, where: str, field: str) -> str:
+    """A non-choice gold as text, checked against its answer type ("1,000" -> "1000", True -> "yes")."""
+    from forethought.verify import normalize_gold
+
+    text = ("yes" if gold else "no") if isinstance(gold, bool) else str(gold).strip()
+    try:
+        normal = normalize_gold(answer_type, text)
+    except UserError:
+        raise UserError(f"{where}: field '{field}' is {gold!r}: not a valid {answer_type} answer") from None
+    return normal if answer_type in ("number", "yesno") else text
 
 
 class CustomTask(Task):
@@ -183,7 +188,7 @@ class CustomTask(Task):
         if c.answer_type == "choice":
             gold = _gold_letter(gold, list(choices), where, c.gold_field)
         else:
-            gold = _gold_text(gold, c.answer_type)
+            gold = _gold_text(gold, c.answer_type, where, c.gold_field)
         id = str(self._field(row, c.id_field, where)) if c.id_field else f"{self.name}/{split}/{i}"
         return Example(id=id, question=question.strip(), gold=gold, choices=choices)
 

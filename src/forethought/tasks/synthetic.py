@@ -57,7 +57,8 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, s
     steps, actions = [f"{name} starts with {x} {items}."], []
     left = difficulty
     while left:
-        kinds = ["add", "sub"] + (["half"] if x % 2 == 0 and x >= 4 else []) + (["bags"] if left >= 2 else [])
+        kinds = ["add", "sub"] + (["half"] if x % 2 == 0 and x >= 4 and difficulty > 1 else []) \
+            + (["bags"] if left >= 2 else [])
         kind = rng.choice(kinds)
         if kind == "add":
             b = rng.randint(1, top)

@@ -1,0 +1,124 @@
+"""Custom tasks from a YAML file: loading, prompt templates, choice golds, splits, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from forethought.errors import UserError
+from forethought.tasks import get_task
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+QUIZ = [
+    {"uid": "q1", "context": "Cats purr.", "question": "Which animal purrs?", "options": ["dog", "cat", "fish"],
+     "answer": 1},                                                     # gold as an index
+    {"uid": "q2", "context": "Sky at noon.", "question": "What colour is it?", "options": ["green", "blue"],
+     "answer": "B"},                                                   # as a letter
+    {"uid": "q3", "context": "Ice.", "question": "Is it hot or cold?", "options": ["hot", "cold"],
+     "answer": "cold"},                                                # as the option text
+]
+
+
+def test_yaml_choice_task_end_to_end(tmp_path):
+    write_jsonl(tmp_path / "quiz.jsonl", QUIZ)
+    spec = tmp_path / "quiz.yaml"
+    spec.write_text(
+        "name: my_quiz\ndata: quiz.jsonl\nquestion_field: question\ngold_field: answer\nchoices_field: options\n"
+        "answer_type: choice\nprompt_template: \"Context: {context}\\nQuestion: {question}\"\nid_field: uid\n")
+    task = get_task(str(spec))
+    assert (task.name, task.answer_type, task.default_split) == ("my_quiz", "choice", "test")
+    examples = task.load()
+    assert [e.id for e in examples] == ["q1", "q2", "q3"]
+    assert [e.gold for e in examples] == ["B", "B", "B"]
+    assert examples[0].question == "Context: Cats purr.\nQuestion: Which animal purrs?\nA) dog\nB) cat\nC) fish"
+    assert examples[0].choices == ("dog", "cat", "fish")
+    assert task.load(limit=2) == examples[:2]
+    verdicts = task.verify_batch(["The answer is B.", "The answer is A.", "B) cold"], examples)
+    assert [v.correct for v in verdicts] == [True, False, True]
+
+
+def test_yaml_splits_csv_and_json_number_task(tmp_path):
+    (tmp_path / "train.csv").write_text("id,problem,result\n1,\"What is 2 + 2?\",4\n2,What is 10 * 100?,\"1,000\"\n")
+    (tmp_path / "test.json").write_text(json.dumps([{"problem": "What is 3 + 4?", "result": 7}]))
+    spec = tmp_path / "sums.yml"
+    spec.write_text("name: sums\nsplits: {train: train.csv, test: test.json}\nquestion_field: problem\n"
+                    "gold_field: result\nanswer_type: number\nfewshot: 'Q: 1+1? A: The answer is 2.'\n")
+    task = get_task(str(spec))
+    assert task.splits == ("train", "test") and task.fewshot() == "Q: 1+1? A: The answer is 2."
+    train = task.load(split="train")
+    assert [(e.id, e.question, e.gold) for e in train] == [
+        ("sums/train/0", "What is 2 + 2?", "4"), ("sums/train/1", "What is 10 * 100?", "1000")]
+    (test,) = task.load()
+    assert (test.id, test.gold) == ("sums/test/0", "7")
+    assert task.verify("So 3 + 4 = 7. The answer is 7.", test).correct
+    assert task.verify("The answer is 1000.", train[1]).correct and not task.verify("The answer is 8.", test).correct
+    with pytest.raises(UserError, match="has no split 'validation'.*train, test"):
+        task.load(split="validation")
+    (tmp_path / "test.json").write_text(json.dumps([{"problem": "What is 3 + 4?", "result": "seven"}]))
+    with pytest.raises(UserError, match=r"test.json item 0: field 'result' is 'seven': not a valid number answer"):
+        task.load()
+    # a data path given at load time overrides the YAML's files
+    other = write_jsonl(tmp_path / "other.jsonl", [{"problem": "1 + 2?", "result": 3}])
+    assert task.load(other, split="train")[0].gold == "3"
+
+
+def test_yaml_yesno_bool_gold(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"question": "Is water wet?", "answer": True},
+                                       {"question": "Is fire cold?", "answer": "No"}])
+    spec = tmp_path / "yn.yaml"
+    spec.write_text("name: yn\ndata: d.jsonl\nanswer_type: yesno\n")
+    examples = get_task(str(spec)).load()
+    assert [e.gold for e in examples] == ["yes", "no"]
+
+
+@pytest.mark.parametrize("yaml_text,message", [
+    ("name: x\ndata: d.jsonl\nanswer_type: exact\nquestion_feild: q\n",
+     r"unknown key 'question_feild' \(allowed keys: name, data, splits, .*question_field"),
+    ("name: x\ndata: d.jsonl\nanswer_type: free_text\n",
+     r"'answer_type' is 'free_text'; valid values: number, math, choice, yesno, exact"),
+    ("name: x\nanswer_type: exact\n", r"give `data`"),
+    ("name: x\ndata: d.jsonl\nanswer_type: choice\n", r"needs `choices_field`"),
+    ("data: d.jsonl\nanswer_type: exact\n", r"key 'name' is missing"),
+])
+def test_yaml_config_errors(tmp_path, yaml_text, message):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml_text)
+    with pytest.raises(UserError, match=message) as err:
+        get_task(str(spec))
+    assert str(spec) in str(err.value)
+
+
+def test_malformed_rows_name_file_line_and_field(tmp_path):
+    data = write_jsonl(tmp_path / "quiz.jsonl", [QUIZ[0], {k: v for k, v in QUIZ[1].items() if k != "answer"}])
+    spec = tmp_path / "quiz.yaml"
+    spec.write_text("name: q\ndata: quiz.jsonl\nchoices_field: options\nanswer_type: choice\n"
+                    "prompt_template: '{context} {question}'\n")
+    with pytest.raises(UserError, match=rf"{data} line 2: field 'answer' is missing"):
+        get_task(str(spec)).load()
+    write_jsonl(data, [{**QUIZ[0], "answer": 7}])
+    with pytest.raises(UserError, match=rf"{data} line 1: field 'answer' is 7: not an option text, a letter A-C"):
+        get_task(str(spec)).load()
+    write_jsonl(data, [{k: v for k, v in QUIZ[0].items() if k != "context"}])
+    with pytest.raises(UserError, match=rf"{data} line 1: field 'context' \(used in prompt_template\) is missing"):
+        get_task(str(spec)).load()
+    data.write_text(json.dumps(QUIZ[0]) + "\n{not json\n")
+    with pytest.raises(UserError, match=rf"{data} line 2: not valid JSON"):
+        get_task(str(spec)).load()
+
+
+def test_missing_files_and_options(tmp_path):
+    with pytest.raises(UserError, match="custom task file not found"):
+        get_task(str(tmp_path / "nope.yaml"))
+    spec = tmp_path / "t.yaml"
+    spec.write_text("name: t\ndata: missing.jsonl\nanswer_type: exact\n")
+    with pytest.raises(UserError, match=r"file not found: .*missing\.jsonl"):
+        get_task(str(spec)).load()
+    with pytest.raises(UserError, match="takes no options"):
+        get_task(str(spec), seed=1)
