@@ -101,7 +101,8 @@ class MathPool:
                         pending.appendleft(index)
                         self._replace(w)
             now = time.monotonic()
-            due = [w.deadline if w.job is not None else w.started + _START_LIMIT for w in self._workers if not w.ready or w.job is not None]
+            due = [w.deadline for w in self._workers if w.job is not None]
+            due += [w.started + _START_LIMIT for w in self._workers if not w.ready]
             readable = wait([w.proc.stdout for w in self._workers], max(0.0, min(due, default=now + 1) - now))
             for w in [w for w in self._workers if w.proc.stdout in readable]:
                 data = os.read(w.fd, 65536)

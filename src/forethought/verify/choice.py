@@ -11,7 +11,8 @@ import string
 # One option letter: "(b)" or "b)" in any case, a bare capital, or a bare small letter that ends the
 # sentence ("the answer is b.") so that the article in "the answer is a dog" is not taken.
 _LETTER = (
-    r"[*_\"'`\[]*(?:\((?P<p>[A-Za-z])\)|(?P<u>[A-Z])(?:\)|(?![\w']))|(?P<l>[a-z])(?:\)|(?=[.:;,!]?[ \t]*(?:$|\n)|[.:;,!]\s)))"
+    r"[*_\"'`\[]*(?:\((?P<p>[A-Za-z])\)|(?P<u>[A-Z])(?:\)|(?![\w']))"
+    r"|(?P<l>[a-z])(?:\)|(?=[.:;,!]?[ \t]*(?:$|\n)|[.:;,!]\s)))"
 )
 _STATEMENTS = [
     # "The answer is (B)", "Answer: C", "the correct option is b)", "my answer would be option D"
