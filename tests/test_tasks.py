@@ -282,3 +282,59 @@ def test_gold_verifies_in_the_tasks_answer_phrasing(name, path):
     assert not any(v.correct for v in task.verify_batch([say(o) for o in others], examples))
     if examples[0].reference:  # worked solutions end in the task's own answer form
         assert all(v.correct for v in task.verify_batch([e.reference for e in examples], examples))
+
+
+HUB_ROWS = {  # one row per Hub dataset, in that dataset's own schema
+    "openai/gsm8k": {"question": "Q?", "answer": "2 * 3 = <<2*3=6>>6\n#### 1,006"},
+    "HuggingFaceH4/MATH-500": {"problem": "P", "solution": r"so \boxed{7}", "answer": "7", "subject": "Algebra",
+                               "level": 1, "unique_id": "test/algebra/1.json"},
+    "allenai/ai2_arc": {"id": "Mercury_1", "question": "Which?", "answerKey": "2",
+                        "choices": {"text": ["a", "b", "c"], "label": ["1", "2", "3"]}},
+    "allenai/openbookqa": {"id": "7-1", "question_stem": "Stem", "answerKey": "D",
+                           "choices": {"text": ["a", "b", "c", "d"], "label": ["A", "B", "C", "D"]}},
+    "cais/mmlu": {"question": "M?", "subject": "anatomy", "choices": ["w", "x", "y", "z"], "answer": 3},
+    "baber/piqa": {"goal": "G", "sol1": "s1", "sol2": "s2", "label": 1},
+    "Rowan/hellaswag": {"activity_label": "Baking", "ctx_a": "A man mixes flour.", "ctx_b": "he",
+                        "endings": ["e0", "e1 [title] x", "e2", "e3"], "label": "1"},
+    "tau/commonsense_qa": {"id": "abc", "question": "Where?", "question_concept": "c", "answerKey": "C",
+                           "choices": {"label": list("ABCDE"), "text": list("vwxyz")}},
+    "google/boolq": {"question": "is it", "answer": True, "passage": "Text."},
+    "lukaemon/bbh": {"input": "not True is", "target": "False"},
+}
+
+
+def test_hub_rows_become_examples(monkeypatch):
+    """Without network: the Hub schemas of every family turn into the same Examples as the local files."""
+    import forethought.tasks.base as base
+
+    asked = []
+
+    def fake_load_hub(hub_id, config, split):
+        asked.append((hub_id, config, split))
+        return [HUB_ROWS[hub_id]]
+
+    for module in ("gsm8k", "mathtasks", "choice", "boolq", "bbh"):
+        monkeypatch.setattr(f"forethought.tasks.{module}.load_hub", fake_load_hub)
+    assert base.load_hub is not fake_load_hub
+    (g,) = get_task("gsm8k").load(split="train")
+    assert (g.id, g.gold, g.reference) == ("gsm8k/train/0", "1006", "2 * 3 = 6\nThe answer is 1006.")
+    (m,) = get_task("math500").load()
+    assert (m.id, m.gold, m.meta) == ("math500/test/algebra/1", "7", {"subject": "Algebra", "level": 1})
+    (a,) = get_task("arc_challenge").load()
+    assert (a.gold, a.choices, a.question) == ("B", ("a", "b", "c"), "Which?\nA) a\nB) b\nC) c")
+    assert get_task("openbookqa").load()[0].question.startswith("Stem\nA) a")
+    (mm,) = get_task("mmlu").load()
+    assert (mm.id, mm.gold, mm.meta["subject"]) == ("mmlu/test/anatomy/0", "D", "anatomy")
+    assert get_task("mmlu_stem").load() == []  # anatomy is not a STEM subject
+    (p,) = get_task("piqa").load()
+    assert (p.gold, p.choices) == ("B", ("s1", "s2")) and "Goal: G" in p.question
+    (h,) = get_task("hellaswag").load()
+    assert "Baking: A man mixes flour. He ..." in h.question and h.choices[1] == "e1. x" and h.gold == "B"
+    (c,) = get_task("commonsenseqa").load()
+    assert (c.gold, len(c.choices), c.meta["source_id"]) == ("C", 5, "abc")
+    (b,) = get_task("boolq").load()
+    assert (b.question, b.gold) == ("Passage: Text.\nQuestion: is it?", "yes")
+    (s,) = get_task("bbh/navigate").load()
+    assert (s.id, s.gold) == ("bbh/navigate/0", "False") and get_task("bbh/navigate").fewshot() is None
+    assert ("openai/gsm8k", "main", "train") in asked and ("lukaemon/bbh", "navigate", "test") in asked
+    assert ("allenai/ai2_arc", "ARC-Challenge", "test") in asked

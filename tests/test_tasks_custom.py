@@ -122,3 +122,19 @@ def test_missing_files_and_options(tmp_path):
         get_task(str(spec)).load()
     with pytest.raises(UserError, match="takes no options"):
         get_task(str(spec), seed=1)
+
+
+def test_yaml_hub_id_data(tmp_path, monkeypatch):
+    """`data` that is not a local file is a Hub id; `splits` then maps split names to the Hub's split names."""
+    asked = []
+
+    def fake_load_hub(hub_id, config, split):
+        asked.append((hub_id, config, split))
+        return [{"q": "2+2?", "a": 4}]
+
+    monkeypatch.setattr("forethought.tasks.custom.load_hub", fake_load_hub)
+    spec = tmp_path / "hub.yaml"
+    spec.write_text("name: hubby\ndata: someone/sums\nhub_config: main\nsplits: {test: validation}\n"
+                    "question_field: q\ngold_field: a\nanswer_type: number\n")
+    (ex,) = get_task(str(spec)).load()
+    assert asked == [("someone/sums", "main", "validation")] and (ex.id, ex.gold) == ("hubby/test/0", "4")
