@@ -56,6 +56,11 @@ def test_crashed_worker_is_replaced(fake_pool: MathPool) -> None:
     assert fake_pool.compare([("z", "z")], timeout=5) == [True]
 
 
+def test_non_positive_timeout_is_rejected(fake_pool: MathPool) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        fake_pool.compare([("a", "a")], timeout=0)
+
+
 def test_close_stops_workers(fake_pool: MathPool) -> None:
     fake_pool.compare([("a", "a")], timeout=5)
     procs = [w.proc for w in fake_pool._workers]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from forethought.errors import UserError
-from forethought.verify import ANSWER_TYPES, Verdict, equivalent, extract, verify, verify_batch
+from forethought.verify import ANSWER_TYPES, Verdict, equivalent, extract, normalize_gold, verify, verify_batch
 
 BBH = Path("/work/shared/data/bbh")
 
@@ -35,6 +35,14 @@ def test_yesno_verdicts() -> None:
     assert verify("yesno", "the answer is yes", "no") == Verdict("yes", False)
     assert verify("yesno", "It depends on the weather.", "no") == Verdict(None, False)
     assert verify("yesno", "The answer is True.", "true").correct
+    assert normalize_gold("yesno", "True") == "yes"
+    with pytest.raises(UserError, match="maybe"):
+        normalize_gold("yesno", "maybe")
+
+
+def test_normalize_gold_exact_keeps_options() -> None:
+    assert normalize_gold("exact", " (B) ") == "(B)"
+    assert normalize_gold("exact", "apple  banana cherry") == "apple banana cherry"
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,8 @@ class MathPool:
 
     def compare(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[bool]:
         """math-verify equivalence of each (gold, pred); False where it fails or exceeds `timeout` seconds."""
+        if timeout <= 0:
+            raise ValueError(f"math-verify timeout must be positive, got {timeout}")
         results = [False] * len(pairs)
         if pairs:
             with self._lock:
