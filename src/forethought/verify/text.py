@@ -14,7 +14,7 @@ _MARKUP = " \t*_`\"'“”‘’"
 
 
 def extract_yesno(text: str) -> str | None:
-    """"yes"/"no" after the last "the answer is", else the last standalone yes/no/true/false."""
+    """The answer as "yes"/"no": after the last "the answer is", else the last standalone yes/no/true/false."""
     markers = list(_ANSWER_IS.finditer(text)) or list(_ANSWER_COLON.finditer(text))
     if markers and (first := _YESNO.search(text, markers[-1].end())):
         word = first.group(1)
