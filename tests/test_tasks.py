@@ -225,7 +225,8 @@ def test_missing_split_path_and_malformed_rows(tmp_path):
     with pytest.raises(UserError, match="data path not found"):
         get_task("gsm8k").load(tmp_path / "nowhere")
     bad = tmp_path / "test.jsonl"
-    bad.write_text(json.dumps({"question": "q", "answer": "1 + 1 = 2\n#### 2"}) + "\n" + json.dumps({"answer": "#### 3"}))
+    good, missing = {"question": "q", "answer": "1 + 1 = 2\n#### 2"}, {"answer": "#### 3"}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps(missing))
     with pytest.raises(UserError, match=rf"{bad} line 2: field 'question' is missing"):
         get_task("gsm8k").load(tmp_path)
     bad.write_text(json.dumps({"question": "q", "answer": "the answer is 2"}))

@@ -38,7 +38,7 @@ class Task:
     hub_config: str | None = None
 
     def load(self, data: str | Path | None = None, split: str | None = None, limit: int | None = None) -> list[Example]:
-        """Read `split` (default: the task's evaluation split) from a local path, or from the Hub when `data` is None."""
+        """Read `split` (default: the evaluation split) from a local path, or from the Hub when `data` is None."""
         split = self._split(split)
         if data is None:
             rows = self._hub(split)
@@ -152,7 +152,7 @@ def load_hub(hub_id: str, config: str | None, split: str):
         try:
             huggingface_hub.HfApi().dataset_info(hub_id, timeout=5)
         except huggingface_hub.errors.RepositoryNotFoundError:
-            raise UserError(f"no dataset '{hub_id}' on the Hugging Face Hub (or it is private); {advice}") from None
+            raise UserError(f"no dataset '{hub_id}' on the Hugging Face Hub (or it is private or gated); {advice}") from None
         except Exception as e:  # connection refused, DNS failure, timeout...
             raise UserError(
                 f"could not load {hub_id} from the Hugging Face Hub (offline?); {advice} "
@@ -160,5 +160,9 @@ def load_hub(hub_id: str, config: str | None, split: str):
     try:
         return datasets.load_dataset(hub_id, config, split=split)
     except Exception as e:
-        raise UserError(f"could not load {hub_id} from the Hugging Face Hub (offline?); {advice}. "
-                        f"Cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        cause = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        if isinstance(e, ConnectionError) or constants.HF_HUB_OFFLINE:
+            raise UserError(f"could not load {hub_id} from the Hugging Face Hub (offline?); {advice}. "
+                            f"Cause: {cause}") from None
+        raise UserError(f"could not load {hub_id} (configuration {config!r}, split '{split}') from the Hugging Face "
+                        f"Hub; {advice}. Cause: {cause}") from None

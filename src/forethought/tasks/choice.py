@@ -11,7 +11,8 @@ from pathlib import Path
 
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl
-from forethought.tasks.base import LETTERS, Example, Task, choice_example, gold_index, load_hub, read_json, require, split_file
+from forethought.tasks.base import (LETTERS, Example, Task, choice_example, gold_index, load_hub, read_json, require,
+                                    split_file)
 
 MMLU_STEM_SUBJECTS = (
     "abstract_algebra", "astronomy", "college_biology", "college_chemistry", "college_computer_science",
@@ -32,7 +33,7 @@ def read_foundry(file: Path, name: str, split: str) -> Iterator[tuple[str, str, 
 
 
 def parse_instruction(text: str, where: str) -> tuple[str, list[str]]:
-    """Question and options from an LLM-Adapters instruction ("...: Q\\n\\nAnswer1: a Answer2: b\\n\\nAnswer format: ...")."""
+    """Question and options from an LLM-Adapters `instruction`: "...: Q<blank line>Answer1: a Answer2: b<blank line>..."."""
     body = text.split("\n\nAnswer format:")[0]
     body = re.sub(r"^Please choose the correct answer to the question:\s*", "", body)
     question, sep, options = body.rpartition("\n\nAnswer1: ")

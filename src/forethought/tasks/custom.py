@@ -6,7 +6,7 @@ import csv
 import string
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -120,7 +120,7 @@ class CustomTask(Task):
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of keys (name, data, question_field, ...)")
         try:
-            config = CustomTaskConfig(**raw)
+            config = CustomTaskConfig.model_validate(raw)
         except ValidationError as e:
             allowed = ", ".join(CustomTaskConfig.model_fields)
             problems = []
@@ -129,7 +129,7 @@ class CustomTask(Task):
                 if err["type"] == "extra_forbidden":
                     problems.append(f"unknown key '{key}' (allowed keys: {allowed})")
                 elif err["type"] == "literal_error":
-                    problems.append(f"'{key}' is {err['input']!r}; valid values: number, math, choice, yesno, exact")
+                    problems.append(f"'{key}' is {err['input']!r}; valid values: {', '.join(get_args(AnswerType))}")
                 elif err["type"] == "missing":
                     problems.append(f"key '{key}' is missing")
                 else:
