@@ -44,3 +44,30 @@ def solve_with_plan_messages(question: str, plan: str, answer_type: str) -> list
         {"role": "assistant", "content": plan.strip()},
         {"role": "user", "content": prompts.SOLVE_WITH_PLAN.format(answer_format=prompts.answer_format(answer_type))},
     ]
+
+
+def reflect_messages(question: str, plan: str | None, solution: str, gold: str) -> list[dict]:
+    """LEPA reflection turn: the failed plan (if any) and solution, with the correct final answer shown."""
+    if plan is None:
+        text = prompts.REFLECT_SOLUTION.format(question=question.strip(), solution=solution.strip(), gold=gold)
+    else:
+        text = prompts.REFLECT_PLAN.format(
+            question=question.strip(), plan=plan.strip(), solution=solution.strip(), gold=gold
+        )
+    return [{"role": "user", "content": text}]
+
+
+def new_plan_messages(reflect: list[dict], reflection: str) -> list[dict]:
+    """LEPA new-plan turn: after the reflection, ask for a plan without the answer."""
+    return reflect + [
+        {"role": "assistant", "content": reflection.strip()},
+        {"role": "user", "content": prompts.NEW_PLAN},
+    ]
+
+
+def retry_messages(reflect: list[dict], reflection: str, answer_type: str) -> list[dict]:
+    """LEPA without plans: after the reflection, ask for a fresh solution."""
+    return reflect + [
+        {"role": "assistant", "content": reflection.strip()},
+        {"role": "user", "content": prompts.RETRY.format(answer_format=prompts.answer_format(answer_type))},
+    ]

@@ -35,3 +35,35 @@ SOLVE_WITH_PLAN = "Now solve the problem by following your plan. {answer_format}
 def answer_format(answer_type: str) -> str:
     """The closing instruction for an answer type."""
     return ANSWER_FORMAT[answer_type]
+
+# Gold-answer hints (STaR rationalization, PPS). Shown to the model while sampling, never kept in training text.
+# STaR's official forms: the answer in parentheses after the question; for multiple choice, the correct option tagged.
+HINT_ANSWER = "{question} ({gold})"
+HINT_CHOICE_TAG = " (CORRECT)"
+
+# LEPA self-reflection: it sees the failed attempt and the correct final answer (the only place the gold is shown).
+REFLECT_PLAN = (
+    "{question}\n\n"
+    "A plan for this problem was:\n{plan}\n\n"
+    "A solution that followed the plan was:\n{solution}\n\n"
+    "This solution is wrong: the correct final answer is {gold}. Reflect on why the plan failed: what did it "
+    "miss or get wrong, and what general knowledge and steps should a better plan for this kind of problem "
+    "contain? Do not solve the problem."
+)
+REFLECT_SOLUTION = (
+    "{question}\n\n"
+    "A solution to this problem was:\n{solution}\n\n"
+    "This solution is wrong: the correct final answer is {gold}. Reflect on why it failed: what did it miss or "
+    "get wrong, and what general knowledge and steps does a correct solution of this kind of problem need? "
+    "Do not solve the problem."
+)
+NEW_PLAN = (
+    "Using your reflection, write a new anticipatory plan for the problem: the general steps and knowledge needed "
+    "to solve it. Keep it general and reusable. Do not solve the problem, and do not state the answer, any "
+    "problem-specific numbers, or anything about the reflection or the correct answer."
+)
+# Plan format "none" with LEPA: a fresh solution informed by the reflection (which is then dropped).
+RETRY = (
+    "Now solve the problem again from the start, using what you learned, as if for the first time: do not "
+    "mention the reflection or that the correct answer was given. {answer_format}"
+)

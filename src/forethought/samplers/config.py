@@ -1,0 +1,32 @@
+"""The `sampler:` section of a run recipe: which E-step strategy, which plan format, and its per-question budget."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from forethought.config import StrictModel
+from forethought.plans import IMPLEMENTED
+
+
+class SamplerConfig(StrictModel):
+    """How training trajectories are drawn for one iteration (see METHODS.md for what each kind is)."""
+
+    kind: Literal["rejection", "star", "pps", "lepa"] = "rejection"
+    plan_format: Literal["none", "natural", "code", "steps"] = "none"
+    trials: int = Field(5, ge=1)        # max trials per question (rejection: samples; star: 1 + rationalizations; lepa: 1 + reflections)
+    max_accepted: int = Field(1, ge=1)  # K: keep at most this many correct trajectories per question
+    temperature: float = Field(0.5, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(256, ge=1)       # per solution
+    plan_max_new_tokens: int = Field(128, ge=1)  # per plan and per reflection
+    dedupe: bool = True                 # drop accepted trajectories whose (plan, solution) repeats one already kept
+    chunk_size: int = Field(32, ge=1)   # questions advanced together per engine call
+
+    @field_validator("plan_format")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        if value not in IMPLEMENTED:
+            raise ValueError(f"plan format '{value}' is not implemented yet; usable now: {', '.join(IMPLEMENTED)}")
+        return value

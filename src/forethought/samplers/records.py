@@ -1,0 +1,70 @@
+"""samples.jsonl: one JSON line per trial, appended and fsync'd as produced; read back for resume and training.
+
+A line cut short by a kill is not a record: readers skip it and `open_for_append` truncates it away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+from forethought import plans
+from forethought.errors import UserError
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Every complete record in `path` ([] if it does not exist); a trailing partial line is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records = []
+    for lineno, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} line {lineno}: not valid JSON ({e.msg}); fix or delete the line to resume") from None
+    return records
+
+
+def open_for_append(path: str | Path) -> IO[str]:
+    """Open `path` for appending, first truncating a partial last line left by a killed writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with path.open("r+b") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                f.truncate(end)
+    return path.open("a", encoding="utf-8")
+
+
+def append(f: IO[str], records: list[dict]) -> None:
+    """Write `records` and make them durable before returning."""
+    if records:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def training_rows(records: list[dict], plan_format: str, answer_type: str) -> list[dict]:
+    """Accepted trajectories as hint-free chats whose user turns are exactly what evaluate() sends at test time."""
+    plans.check_plan_format(plan_format)
+    rows = []
+    for r in records:
+        if not r.get("accepted"):
+            continue
+        if plan_format == "none":
+            messages = plans.question_messages(r["question"], answer_type)
+        else:
+            if not r.get("plan"):
+                raise UserError(f"record {r['id']} has no plan; was it sampled with plan_format 'natural'?")
+            messages = plans.solve_with_plan_messages(r["question"], r["plan"], answer_type)
+        messages.append({"role": "assistant", "content": r["solution"].strip()})
+        rows.append({"id": r["id"], "question_id": r["question_id"], "messages": messages})
+    return rows
