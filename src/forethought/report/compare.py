@@ -1,0 +1,119 @@
+"""Read run directories and compare them side by side: what each method reached and what it spent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from forethought.config import load_yaml
+from forethought.errors import UserError
+from forethought.jsonl import read_jsonl
+
+
+@dataclass
+class Run:
+    """A run directory's resolved config, manifest and per-iteration metrics (sorted, one per iteration)."""
+
+    path: Path
+    config: dict
+    manifest: dict
+    metrics: list[dict]
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Load a run directory; a missing directory or metrics file is a UserError naming it."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory; pass a run directory")
+    if not (path / "metrics.jsonl").is_file():
+        raise UserError(f"{path}: no metrics.jsonl; is this a run directory?")
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"{path}: no config.yaml; is this a run directory?")
+    by_iter = {m["iteration"]: m for _, m in read_jsonl(path / "metrics.jsonl", required=("iteration",))}
+    manifest = {}
+    if (path / "manifest.json").is_file():
+        try:
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path / 'manifest.json'}: not valid JSON ({e.msg})") from None
+    return Run(path, load_yaml(path / "config.yaml"), manifest, [by_iter[i] for i in sorted(by_iter)])
+
+
+def model_name(config: dict) -> str:
+    """The model as the recipe names it: a plain string, or the name/id/path of a model section."""
+    model = config.get("model")
+    if isinstance(model, dict):
+        model = model.get("name") or model.get("id") or model.get("path")
+    return str(model) if model else "?"
+
+
+def summarize(run: Run) -> dict:
+    """One comparison row: setup, initial and final accuracy, and the sampling budget spent."""
+    cfg, metrics = run.config, run.metrics
+    sampler = cfg.get("sampler") or {}
+    task = cfg.get("task") or {}
+    first, last = (metrics[0], metrics[-1]) if metrics else ({}, {})
+    trials = sum(m.get("trials") or 0 for m in metrics)
+    accepted = sum(m.get("accepted") or 0 for m in metrics)
+    initial, final = first.get("accuracy"), last.get("accuracy")
+    tokens = last.get("cumulative_tokens")
+    iterations = max((m["iteration"] for m in metrics), default=0)
+    return {
+        "run": str(run.path),
+        "method": str(cfg.get("method", "?")),
+        "sampler": str(sampler.get("kind", "?")),
+        "plan_format": str(sampler.get("plan_format", "none")),
+        "model": model_name(cfg),
+        "task": str(task.get("name", "?") if isinstance(task, dict) else task),
+        "iterations": iterations,
+        "initial_accuracy": initial,
+        "final_accuracy": final,
+        "final_ci95": tuple(last["ci95"]) if last.get("ci95") else None,
+        "delta": final - initial if iterations and initial is not None and final is not None else None,
+        "trials": trials,
+        "sampling_tokens": tokens if tokens is not None else sum(m.get("tokens_generated") or 0 for m in metrics),
+        "acceptance_rate": accepted / trials if trials else None,
+    }
+
+
+def compare_runs(run_dirs: list[Path]) -> list[dict]:
+    """One row per run directory, in the order given."""
+    return [summarize(read_run(d)) for d in run_dirs]
+
+
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal, or a dash when unknown."""
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def fmt_accuracy(acc: float | None, ci: tuple[float, float] | None) -> str:
+    """Accuracy with its 95% interval in points, e.g. '35.0% [28.1, 42.0]'."""
+    if acc is None:
+        return "—"
+    return pct(acc) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def fmt_delta(delta: float | None) -> str:
+    """A change in accuracy in percentage points, signed."""
+    return "—" if delta is None else f"{100 * delta:+.1f} pp"
+
+
+def compare_table(rows: list[dict]) -> Table:
+    """A rich table of compare_runs rows, for the terminal."""
+    table = Table(title="Runs", caption="final: last evaluation with its 95% interval; tokens: sampling tokens spent; "
+                  "accepted: share of all sampled trajectories accepted")
+    for name, justify in [("run", "left"), ("method", "left"), ("sampler", "left"), ("plan", "left"),
+                          ("model", "left"), ("task", "left"), ("iters", "right"), ("initial", "right"),
+                          ("final [95% CI]", "right"), ("Δ", "right"), ("trials", "right"),
+                          ("tokens", "right"), ("accepted", "right")]:
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(
+            r["run"], r["method"], r["sampler"], r["plan_format"], r["model"], r["task"], str(r["iterations"]),
+            pct(r["initial_accuracy"]), fmt_accuracy(r["final_accuracy"], r["final_ci95"]), fmt_delta(r["delta"]),
+            f"{r['trials']:,}", f"{r['sampling_tokens']:,}", pct(r["acceptance_rate"]),
+        )
+    return table
