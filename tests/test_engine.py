@@ -160,7 +160,10 @@ def test_bad_requests_and_unknown_engine_are_user_errors(tiny_model_dir):
         Request(prompt="a", top_p=0)
     with pytest.raises(UserError, match="unknown engine 'vllm2'"):
         get_engine("vllm2", str(tiny_model_dir))
-    assert isinstance(get_engine("hf", str(tiny_model_dir), batch_size=2), HFEngine)
+    engine = get_engine("hf", str(tiny_model_dir), batch_size=2)
+    assert isinstance(engine, HFEngine)
+    with pytest.raises(UserError, match="does not fit the model's context of 1024"):
+        engine.generate([Request(prompt="step 1, " * 1024)], progress=False)
 
 
 @pytest.mark.slow
@@ -173,3 +176,11 @@ def test_smollm2_greedy_equals_generate(smollm2_dir):
     assert sample.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
     assert sample.tokens == len(expected)
     assert sample.finish_reason == ("eos" if expected[-1] in engine.eos_ids else "length")
+
+
+def test_progress_bar_reports_requests_and_can_be_silenced(tiny_engine, capsys):
+    tiny_engine.generate([Request(prompt="A", max_new_tokens=3)] * 2, progress=False)
+    assert capsys.readouterr().err == ""
+    tiny_engine.generate([Request(prompt="A", max_new_tokens=3)] * 2, progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "tok/s" in err

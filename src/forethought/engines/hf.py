@@ -118,6 +118,9 @@ class HFEngine:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
         if not ids:
             raise UserError("a request's prompt encodes to no tokens; give it some text")
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context and len(ids) >= context:
+            raise UserError(f"a prompt of {len(ids)} tokens does not fit the model's context of {context}; shorten it")
         return ids
 
     def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[Completion]:
