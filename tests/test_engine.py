@@ -184,3 +184,20 @@ def test_progress_bar_reports_requests_and_can_be_silenced(tiny_engine, capsys):
     tiny_engine.generate([Request(prompt="A", max_new_tokens=3)] * 2, progress=True)
     err = capsys.readouterr().err
     assert "2/2" in err and "tok/s" in err
+
+
+def test_from_loaded_reuses_a_training_model_and_restores_its_mode(tiny_engine):
+    model, tokenizer = tiny_engine.model, tiny_engine.tokenizer
+    expected = tiny_engine.generate([Request(prompt=PROMPTS[0], max_new_tokens=8)], progress=False)
+    engine = HFEngine.from_loaded(model, tokenizer, batch_size=2)
+    model.train()
+    modes = []
+    hook = model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    try:
+        got = engine.generate([Request(prompt=PROMPTS[0], max_new_tokens=8)], progress=False)
+        assert model.training
+    finally:
+        hook.remove()
+        model.eval()
+    assert modes and not any(modes)
+    assert got[0].samples[0].text == expected[0].samples[0].text

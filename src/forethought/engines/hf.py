@@ -140,14 +140,19 @@ class HFEngine:
                 batches.append([unit])
         samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
         pending = [sum(1 for u in units if u.request == i) for i in range(len(requests))]
-        with _Progress(len(requests), enabled=progress) as bar:
-            for batch in batches:
-                rows = iter(self._run_batch(batch, requests, prompts, bar))
-                for unit in batch:
-                    for k in range(unit.count):
-                        samples[unit.request][unit.start + k] = self._finish(next(rows))
-                    pending[unit.request] -= 1
-                    bar.requests_done(pending[unit.request] == 0)
+        training = self.model.training  # a learner's model may be in train mode: generate in eval, then restore
+        self.model.eval()
+        try:
+            with _Progress(len(requests), enabled=progress) as bar:
+                for batch in batches:
+                    rows = iter(self._run_batch(batch, requests, prompts, bar))
+                    for unit in batch:
+                        for k in range(unit.count):
+                            samples[unit.request][unit.start + k] = self._finish(next(rows))
+                        pending[unit.request] -= 1
+                        bar.requests_done(pending[unit.request] == 0)
+        finally:
+            self.model.train(training)
         return [Completion(samples=s, prompt_tokens=len(p)) for s, p in zip(samples, prompts)]  # type: ignore[misc]
 
     @torch.inference_mode()
