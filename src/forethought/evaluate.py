@@ -1,0 +1,109 @@
+"""Evaluate a model on a task: generate, extract, verify, and summarise with a 95% interval."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from forethought import plans
+from forethought.engines.base import Engine, Request
+from forethought.plans.prompts import PROMPTS_VERSION
+from forethought.report.metrics import accuracy_ci
+from forethought.tasks.base import Example, Task
+
+PLAN_MAX_NEW_TOKENS = 256
+
+
+@dataclass
+class EvalResult:
+    """Per-sample records and the summary of one evaluation."""
+
+    records: list[dict]
+    summary: dict
+
+
+def request_seed(seed: int, example_id: str, stage: str = "") -> int:
+    """A stable per-question seed, so a question's samples do not depend on what else is in the batch."""
+    return zlib.crc32(f"{seed}:{stage}:{example_id}".encode()) & 0x7FFFFFFF
+
+
+def evaluate(
+    engine: Engine,
+    task: Task,
+    examples: Sequence[Example],
+    *,
+    model_name: str,
+    plan_format: str = "none",
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 512,
+    fewshot: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Answer every example `n` times with `engine` and score the answers with the task's verifier."""
+    plans.check_plan_format(plan_format)
+    shots = task.fewshot() if fewshot else None
+    sampling = dict(temperature=temperature, top_p=top_p)
+    start = time.perf_counter()
+
+    if plan_format == "none":
+        prompts = [plans.question_messages(ex.question, task.answer_type, shots) for ex in examples]
+        reqs = [
+            Request(messages=p, n=n, max_new_tokens=max_new_tokens, seed=request_seed(seed, ex.id), **sampling)
+            for p, ex in zip(prompts, examples)
+        ]
+        done = engine.generate(reqs, progress=progress)
+        rows = [
+            (ex, prompts[i], None, s.text, s.tokens, s.finish_reason)
+            for i, ex in enumerate(examples)
+            for s in done[i].samples
+        ]
+    else:  # natural: plan turn, then a solution turn that follows each plan
+        plan_reqs = [
+            Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=PLAN_MAX_NEW_TOKENS,
+                    seed=request_seed(seed, ex.id, "plan"), **sampling)
+            for ex in examples
+        ]
+        planned = engine.generate(plan_reqs, progress=progress)
+        pairs = [(ex, s) for ex, c in zip(examples, planned) for s in c.samples]
+        prompts = [plans.solve_with_plan_messages(ex.question, p.text, task.answer_type) for ex, p in pairs]
+        sol_reqs = [
+            Request(messages=m, n=1, max_new_tokens=max_new_tokens,
+                    seed=request_seed(seed, ex.id, f"solve{k}"), **sampling)
+            for k, (m, (ex, _)) in enumerate(zip(prompts, pairs))
+        ]
+        solved = engine.generate(sol_reqs, progress=progress)
+        rows = [
+            (ex, prompts[k], p.text, c.samples[0].text, p.tokens + c.samples[0].tokens, c.samples[0].finish_reason)
+            for k, ((ex, p), c) in enumerate(zip(pairs, solved))
+        ]
+    seconds = time.perf_counter() - start
+
+    verdicts = task.verify_batch([r[3] for r in rows], [r[0] for r in rows])
+    records, per_question = [], {}
+    for (ex, prompt, plan, output, tokens, finish), v in zip(rows, verdicts):
+        sample = len(per_question.setdefault(ex.id, []))
+        per_question[ex.id].append(v.correct)
+        records.append({
+            "id": ex.id, "sample": sample, "prompt": prompt, "plan": plan, "output": output,
+            "extracted": v.extracted, "gold": ex.gold, "correct": v.correct,
+            "tokens": tokens, "finish_reason": finish,
+        })
+
+    accuracy, ci = accuracy_ci(list(per_question.values()))
+    tokens = sum(r["tokens"] for r in records)
+    summary = {
+        "task": task.name, "model": model_name, "n": len(per_question), "samples_per_question": n,
+        "accuracy": accuracy, "ci95": [ci[0], ci[1]], "correct": sum(r["correct"] for r in records),
+        "unparseable": sum(r["extracted"] is None for r in records),
+        "truncated": sum(r["finish_reason"] == "length" for r in records),
+        "tokens_generated": tokens, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "seconds": seconds, "plan_format": plan_format, "temperature": temperature, "top_p": top_p,
+        "max_new_tokens": max_new_tokens, "fewshot": bool(shots), "seed": seed,
+        "engine": getattr(engine, "name", type(engine).__name__), "prompts_version": PROMPTS_VERSION,
+    }
+    return EvalResult(records=records, summary=summary)

@@ -1,0 +1,91 @@
+"""evaluate() with a scripted engine: prompts, seeds, records and summary, both plan formats."""
+
+from forethought.engines.base import Completion, Request, Sample
+from forethought.evaluate import evaluate, request_seed
+from forethought.tasks import get_task
+
+
+class ScriptedEngine:
+    """Answers with a function of the request; records what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[list[Request]] = []
+
+    def generate(self, requests, *, progress=True):
+        self.calls.append(list(requests))
+        return [
+            Completion(samples=[Sample(text=self.answer(r, k), tokens=5, finish_reason="eos") for k in range(r.n)],
+                       prompt_tokens=10)
+            for r in requests
+        ]
+
+
+def _gold_by_question(examples):
+    return {ex.question: ex.gold for ex in examples}
+
+
+def test_evaluate_none_scores_and_summarises():
+    task = get_task("synthetic/arithmetic", test_size=10)
+    examples = task.load(split="test")
+    golds = _gold_by_question(examples)
+    # correct on even-indexed questions, unparseable on the rest
+    order = [ex.question for ex in examples]
+
+    def answer(req, k):
+        q = next(q for q in order if q in req.messages[-1]["content"])
+        return f"So the answer is {golds[q]}." if order.index(q) % 2 == 0 else "I do not know."
+
+    engine = ScriptedEngine(answer)
+    res = evaluate(engine, task, examples, model_name="fake", n=1)
+    s = res.summary
+    assert s["n"] == 10 and s["correct"] == 5 and s["accuracy"] == 0.5
+    assert s["unparseable"] == 5
+    assert s["ci95"][0] < 0.5 < s["ci95"][1]
+    assert s["tokens_generated"] == 50
+    assert len(res.records) == 10
+    rec = res.records[0]
+    assert set(rec) >= {"id", "prompt", "output", "extracted", "correct", "tokens"}
+    assert rec["correct"] is True and rec["extracted"] is not None
+    # one engine call, seeds stable per question id
+    (reqs,) = engine.calls
+    assert [r.seed for r in reqs] == [request_seed(0, ex.id) for ex in examples]
+    assert "The answer is" in reqs[0].messages[-1]["content"]
+
+
+def test_evaluate_n_samples_per_question():
+    task = get_task("synthetic/arithmetic", test_size=4)
+    examples = task.load(split="test")
+    golds = _gold_by_question(examples)
+
+    def answer(req, k):
+        q = next(q for q in golds if q in req.messages[-1]["content"])
+        return f"The answer is {golds[q]}." if k == 0 else "The answer is -1."
+
+    res = evaluate(ScriptedEngine(answer), task, examples, model_name="fake", n=3, temperature=0.7)
+    assert res.summary["n"] == 4 and res.summary["samples_per_question"] == 3
+    assert len(res.records) == 12
+    assert abs(res.summary["accuracy"] - 1 / 3) < 1e-9
+    assert [r["sample"] for r in res.records[:3]] == [0, 1, 2]
+
+
+def test_evaluate_natural_plan_then_solution():
+    task = get_task("synthetic/arithmetic", test_size=3)
+    examples = task.load(split="test")
+    golds = _gold_by_question(examples)
+
+    def answer(req, k):
+        if len(req.messages) == 1:
+            return "PLAN: read the numbers, combine them."
+        assert req.messages[1] == {"role": "assistant", "content": "PLAN: read the numbers, combine them."}
+        q = next(q for q in golds if q in req.messages[0]["content"])
+        return f"The answer is {golds[q]}."
+
+    engine = ScriptedEngine(answer)
+    res = evaluate(engine, task, examples, model_name="fake", plan_format="natural")
+    assert len(engine.calls) == 2
+    assert res.summary["accuracy"] == 1.0 and res.summary["plan_format"] == "natural"
+    assert res.records[0]["plan"].startswith("PLAN:")
+    assert res.records[0]["tokens"] == 10  # plan + solution tokens
