@@ -1,4 +1,4 @@
-"""The `forethought` command line: evaluate, score predictions, list tasks and models."""
+"""The `forethought` command line: self-training runs, evaluation, scoring, comparison and reports."""
 
 from __future__ import annotations
 
@@ -125,6 +125,40 @@ def score(
     out.print(table)
     out.print(f"wrote {output}")
     return summary
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="A recipe YAML (see recipes/)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. learner.learning_rate=1e-5 output=runs/x."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Run (or resume) a self-training recipe: evaluate, then sample -> train -> evaluate per iteration."""
+    from forethought.report.compare import compare_runs, compare_table
+    from forethought.runs import run_recipe
+
+    root = run_recipe(recipe, overrides or [], progress=not quiet)
+    out.print(compare_table(compare_runs([root])))
+    out.print(f"run directory: {root}  (HTML report: forethought report {root})")
+
+
+@app.command()
+def compare(runs: list[Path] = typer.Argument(..., help="Run directories to compare.")):
+    """Compare runs: method, accuracy before and after with 95% CI, trials, tokens, acceptance."""
+    from forethought.report.compare import compare_runs, compare_table
+
+    out.print(compare_table(compare_runs(runs)))
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default RUN/report.html)."),
+):
+    """Write a self-contained HTML report of a run (plots, metrics, example plans and solutions)."""
+    from forethought.report.html import write_report
+
+    out.print(f"wrote {write_report(run_dir, output)}")
 
 
 @app.command("tasks")
