@@ -41,10 +41,10 @@ class MathTask(Task):
     """Hendrycks MATH: gold is the `answer` field, else the last \\boxed{} of `solution`; reference is the solution."""
 
     answer_type = "math"
-    splits = ("test",)
 
-    def __init__(self, name: str, files: Iterable[str], hub_id: str, hub_configs: Iterable[str | None]):
-        self.name, self.files, self.hub_id, self.hub_configs = name, list(files), hub_id, list(hub_configs)
+    def __init__(self, name: str, files: dict[str, list[str]], hub_id: str, hub_configs: Iterable[str | None]):
+        self.name, self.files, self.hub_id, self.hub_configs = name, files, hub_id, list(hub_configs)
+        self.splits = tuple(files)
 
     def _rows(self, rows: Iterable[tuple[str, dict]], split: str) -> Iterator[Example]:
         for i, (where, row) in enumerate(rows):
@@ -59,7 +59,7 @@ class MathTask(Task):
             yield Example(id=id, question=problem.strip(), gold=str(gold).strip(), reference=solution, meta=meta)
 
     def _local(self, path: Path, split: str) -> Iterator[Example]:
-        file = split_file(path, split, {"test": self.files}, self.name)
+        file = split_file(path, split, self.files, self.name)
         return self._rows(((f"{file} line {n}", row) for n, row in read_jsonl(file)), split)
 
     def _hub(self, split: str) -> Iterator[Example]:
@@ -71,12 +71,14 @@ class MathTask(Task):
 
 
 def math_full() -> MathTask:
-    """The full MATH test split (5,000 problems; contains all of MATH-500)."""
-    return MathTask("math", ["full_test/test.jsonl", "math/full_test/test.jsonl", "test.jsonl"],
+    """MATH: the full test split (5,000 problems; contains all of MATH-500) and the train split (7,500; Hub or a
+    local train.jsonl of the same format, e.g. for self-training)."""
+    return MathTask("math", {"train": ["train.jsonl", "full_train/train.jsonl", "math/full_train/train.jsonl"],
+                             "test": ["full_test/test.jsonl", "math/full_test/test.jsonl", "test.jsonl"]},
                     "EleutherAI/hendrycks_math", MATH_SUBJECTS)
 
 
 def math500() -> MathTask:
     """MATH-500, the 500-problem test subset of "Let's Verify Step by Step"."""
-    return MathTask("math500", ["math500/test.jsonl", "math/math500/test.jsonl", "test.jsonl"],
+    return MathTask("math500", {"test": ["math500/test.jsonl", "math/math500/test.jsonl", "test.jsonl"]},
                     "HuggingFaceH4/MATH-500", [None])

@@ -1,0 +1,25 @@
+"""Every shipped recipe validates against the typed config and says in its header how to run it."""
+
+from pathlib import Path
+
+import pytest
+
+from forethought.config import load_config
+from forethought.runs.config import RunConfig
+from forethought.tasks import get_task
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_recipes_exist():
+    names = {p.name for p in RECIPES}
+    assert {"quickstart.yaml", "lepa_math.yaml", "rest_em_math.yaml", "star_gsm8k.yaml", "pps_arc.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_validates_and_documents_its_command(path):
+    cfg = load_config(RunConfig, path)
+    assert f"forethought run recipes/{path.name}" in path.read_text().split("\nmethod:")[0]
+    task = get_task(cfg.task.name, **cfg.task.options)
+    assert cfg.task.train_split in task.splits
+    assert (cfg.task.eval_split or task.default_split) in task.splits
