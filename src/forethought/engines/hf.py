@@ -139,7 +139,9 @@ class HFEngine:
             else:
                 batches.append([unit])
         samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
-        pending = [sum(1 for u in units if u.request == i) for i in range(len(requests))]
+        pending = [0] * len(requests)  # units left per request
+        for unit in units:
+            pending[unit.request] += 1
         training = self.model.training  # a learner's model may be in train mode: generate in eval, then restore
         self.model.eval()
         try:
