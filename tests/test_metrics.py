@@ -38,3 +38,20 @@ def test_accuracy_ci_many_samples_is_over_questions():
     sd = math.sqrt(sum((m - acc) ** 2 for m in means) / 3)
     assert hi - acc == pytest.approx(1.959963984540054 * sd / 2, abs=1e-9) or hi == 1.0
     assert lo < acc < hi
+
+
+def test_paired_delta_ci():
+    from forethought.report.metrics import paired_delta_ci
+
+    before = {str(i): [i < 2] for i in range(10)}  # 2/10
+    after = {str(i): [i < 8] for i in range(10)}  # 8/10, every earlier success kept
+    delta, (lo, hi) = paired_delta_ci(before, after)
+    assert delta == pytest.approx(0.6)
+    diffs = [0, 0] + [1] * 6 + [0, 0]
+    sd = math.sqrt(sum((d - 0.6) ** 2 for d in diffs) / 9)
+    assert lo == pytest.approx(0.6 - 1.959963984540054 * sd / math.sqrt(10))
+    assert lo > 0 and hi < 1
+    # no change at all: interval collapses on zero
+    assert paired_delta_ci(before, before) == (0.0, (0.0, 0.0))
+    # only shared ids count
+    assert paired_delta_ci({"a": [True]}, {"b": [False]})[0] == 0.0

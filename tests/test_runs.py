@@ -83,6 +83,9 @@ def test_two_iterations_end_to_end(tmp_path, warm_model, ones_task):
         assert {"iteration", "accuracy", "ci95", "acceptance_rate", "tokens_generated", "seconds"} <= set(m)
         assert 0.0 <= m["ci95"][0] <= m["accuracy"] <= m["ci95"][1] <= 1.0
     assert metrics[0]["acceptance_rate"] is None and metrics[0]["tokens_generated"] == 0
+    for m in metrics[1:]:  # paired change against the untrained model on the same questions
+        assert m["delta_vs_base"] == pytest.approx(m["accuracy"] - metrics[0]["accuracy"])
+        assert m["delta_ci95"][0] <= m["delta_vs_base"] <= m["delta_ci95"][1]
 
     samples = read_lines(root / "iter_001" / "samples.jsonl")
     ids = [s["id"] for s in samples]

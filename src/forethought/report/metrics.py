@@ -34,3 +34,16 @@ def accuracy_ci(per_question: Sequence[Sequence[bool]]) -> tuple[float, tuple[fl
     var = sum((m - acc) ** 2 for m in means) / (k - 1)
     half = Z95 * math.sqrt(var / k)
     return acc, (max(0.0, acc - half), min(1.0, acc + half))
+
+
+def paired_delta_ci(before: dict[str, Sequence[bool]], after: dict[str, Sequence[bool]]) -> tuple[float, tuple[float, float]]:
+    """Change in accuracy on the same questions (after - before) and its 95% interval, over shared question ids."""
+    ids = sorted(set(before) & set(after))
+    diffs = [sum(after[i]) / len(after[i]) - sum(before[i]) / len(before[i]) for i in ids if after[i] and before[i]]
+    k = len(diffs)
+    if k < 2:
+        return (diffs[0] if diffs else 0.0), (-1.0, 1.0)
+    mean = sum(diffs) / k
+    var = sum((d - mean) ** 2 for d in diffs) / (k - 1)
+    half = Z95 * math.sqrt(var / k)
+    return mean, (max(-1.0, mean - half), min(1.0, mean + half))

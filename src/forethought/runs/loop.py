@@ -18,6 +18,7 @@ from forethought.engines import get_engine
 from forethought.errors import UserError
 from forethought.evaluate import evaluate
 from forethought.jsonl import write_json, write_jsonl
+from forethought.report.metrics import paired_delta_ci
 from forethought.learners.sft import steps_for_iteration, train_sft
 from forethought.runs.config import RunConfig
 from forethought.runs.state import RunState
@@ -60,6 +61,15 @@ def sampling_metrics(records: list[dict]) -> dict:
         "tokens_generated": sum(r["tokens_out"] for r in records),
         "tokens_in": sum(r["tokens_in"] for r in records),
     }
+
+
+def _per_question(records_path: Path) -> dict[str, list[bool]]:
+    """Correctness of each evaluated question's samples, from an eval records file."""
+    out: dict[str, list[bool]] = {}
+    for line in records_path.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        out.setdefault(r["id"], []).append(bool(r["correct"]))
+    return out
 
 
 class Runner:
@@ -174,5 +184,9 @@ class Runner:
             "trained": self.state.status(t, "train") == "done" if t else False,
             "seconds": self.state.seconds(t),
         }
+        if t:
+            delta, ci = paired_delta_ci(_per_question(self.state.iter_dir(0) / "eval" / "records.jsonl"),
+                                        _per_question(d / "records.jsonl"))
+            metrics.update(delta_vs_base=delta, delta_ci95=list(ci))
         self.state.write_metrics(t, metrics)
         self.state.mark(t, "eval")
