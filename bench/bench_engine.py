@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--serial-prompts", type=int, default=8, help="prompts for batch 1 and the naive baseline")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--no-batched-generate", dest="batched_generate", action="store_false",
+                        help="skip the batched model.generate reference row")
     args = parser.parse_args()
 
     engine = HFEngine(args.model)
@@ -58,7 +60,21 @@ def main() -> None:
     rows.append(("naive `model.generate` loop", 1, args.serial_prompts, generated, baseline))
     print(f"baseline: {baseline:.1f} tok/s", flush=True)
 
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.batched_generate:  # context: transformers' own batched generate at the largest batch size
+        start, generated, big = time.perf_counter(), 0, max(batch_sizes)
+        with torch.inference_mode():
+            for i in range(0, len(requests), big):
+                batch = tokenizer.pad({"input_ids": [engine.encode(r) for r in requests[i: i + big]]},
+                                      padding=True, return_tensors="pt").to(engine.device)
+                out = model.generate(**batch, do_sample=False, max_new_tokens=args.max_new_tokens,
+                                     min_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+                generated += out[:, batch["input_ids"].shape[1]:].numel()
+        rate = generated / (time.perf_counter() - start)
+        rows.append(("batched `model.generate`", big, len(requests), generated, rate))
+        print(f"batched generate {big}: {rate:.1f} tok/s", flush=True)
+
+    for batch_size in batch_sizes:
         engine.batch_size = batch_size
         subset = requests[: args.serial_prompts] if batch_size == 1 else requests
         start = time.perf_counter()
