@@ -85,7 +85,8 @@ def main() -> None:
         print(f"batch {batch_size}: {generated / elapsed:.1f} tok/s", flush=True)
 
     print(f"\nmodel {args.model}, {args.max_new_tokens} new tokens per prompt, greedy, eos ignored, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, "
           f"device {engine.device}, dtype {model.dtype}\n")
     print("| generator | batch | prompts | tokens | tokens/s | vs baseline |")
     print("|---|---:|---:|---:|---:|---:|")

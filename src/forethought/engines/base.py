@@ -34,7 +34,9 @@ class Request:
             raise UserError(f"a Request needs n >= 1 and max_new_tokens >= 1 (got n={self.n}, "
                             f"max_new_tokens={self.max_new_tokens})")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise UserError(f"a Request needs temperature >= 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p})")
+            raise UserError(
+                f"a Request needs temperature >= 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p})"
+            )
         self.stop = tuple(self.stop)
         if any(not s for s in self.stop):
             raise UserError("stop strings must be non-empty")
