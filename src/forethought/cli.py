@@ -48,6 +48,7 @@ def eval_cmd(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1),
+    plan_max_new_tokens: int = typer.Option(256, "--plan-max-new-tokens", min=1, help="Plan length limit (plan formats other than none)."),
     fewshot: bool = typer.Option(False, "--fewshot", help="Prepend the task's few-shot prompt (BBH ships CoT prompts)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -71,7 +72,7 @@ def eval_cmd(
     engine = get_engine("hf", model, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code)
     result = evaluate(
         engine, the_task, examples, model_name=model, plan_format=plan_format, n=n, temperature=temperature,
-        top_p=top_p, max_new_tokens=max_new_tokens, fewshot=fewshot, seed=seed, progress=not quiet,
+        top_p=top_p, max_new_tokens=max_new_tokens, plan_max_new_tokens=plan_max_new_tokens, fewshot=fewshot, seed=seed, progress=not quiet,
     )
     result.summary.update(split=split or the_task.default_split, data=data)
     output.mkdir(parents=True, exist_ok=True)

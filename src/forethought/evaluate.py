@@ -13,9 +13,6 @@ from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.report.metrics import accuracy_ci
 from forethought.tasks.base import Example, Task
 
-PLAN_MAX_NEW_TOKENS = 256
-
-
 @dataclass
 class EvalResult:
     """Per-sample records and the summary of one evaluation."""
@@ -40,6 +37,7 @@ def evaluate(
     temperature: float = 0.0,
     top_p: float = 1.0,
     max_new_tokens: int = 512,
+    plan_max_new_tokens: int = 256,
     fewshot: bool = False,
     seed: int = 0,
     progress: bool = True,
@@ -64,7 +62,7 @@ def evaluate(
         ]
     else:  # natural: plan turn, then a solution turn that follows each plan
         plan_reqs = [
-            Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=PLAN_MAX_NEW_TOKENS,
+            Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=plan_max_new_tokens,
                     seed=request_seed(seed, ex.id, "plan"), **sampling)
             for ex in examples
         ]
@@ -103,7 +101,8 @@ def evaluate(
         "truncated": sum(r["finish_reason"] == "length" for r in records),
         "tokens_generated": tokens, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         "seconds": seconds, "plan_format": plan_format, "temperature": temperature, "top_p": top_p,
-        "max_new_tokens": max_new_tokens, "fewshot": bool(shots), "seed": seed,
+        "max_new_tokens": max_new_tokens, "plan_max_new_tokens": plan_max_new_tokens if plan_format != "none" else None,
+        "fewshot": bool(shots), "seed": seed,
         "engine": getattr(engine, "name", type(engine).__name__), "prompts_version": PROMPTS_VERSION,
     }
     return EvalResult(records=records, summary=summary)

@@ -38,6 +38,7 @@ class EvalSettings(StrictModel):
     top_p: float = 1.0
     n: int = 1
     max_new_tokens: int = 256
+    plan_max_new_tokens: int = 128
     fewshot: bool = False
 
 

@@ -157,7 +157,7 @@ class Runner:
         result = evaluate(
             self.engine(self.model_after(t)), self.task, self.eval_q, model_name=self.model_after(t),
             plan_format=self.cfg.sampler.plan_format, n=e.n, temperature=e.temperature, top_p=e.top_p,
-            max_new_tokens=e.max_new_tokens, fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress,
+            max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress,
         )
         d = self.state.iter_dir(t) / "eval"
         d.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,6 @@ class _Run:
     iteration: int
     seed: int
     method: str
-    progress: bool
 
     def generate(self, items: list[_Trial], messages: list[list[dict]], stage: str, max_new_tokens: int) -> list[str]:
         """One engine call, one sample per trial; its tokens and a share of its wall time go to each trial."""
@@ -126,7 +125,7 @@ class _Run:
             for it, m in zip(items, messages)
         ]
         start = time.perf_counter()
-        done = self.engine.generate(reqs, progress=self.progress)
+        done = self.engine.generate(reqs, progress=False)  # run_sampler shows one bar for the whole run
         share = (time.perf_counter() - start) / len(items)
         for it, c in zip(items, done):
             it.tokens_in += c.prompt_tokens
@@ -207,6 +206,42 @@ class _Run:
         return rec
 
 
+class _Bar:
+    """One progress bar per sampling run: questions finished, questions with an accepted sample, trials, tok/s, ETA."""
+
+    def __init__(self, enabled: bool, questions, cfg: SamplerConfig):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.questions, self.cfg = list(questions), cfg
+        self.start, self.tokens0 = time.perf_counter(), self._tokens()
+        self.progress = Progress(
+            TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("questions"),
+            TextColumn("{task.fields[accepted]} accepted · {task.fields[trials]} trials · {task.fields[tps]:.0f} tok/s"),
+            TimeRemainingColumn(), disable=not enabled,
+        )
+        self.task = self.progress.add_task("sampling", total=len(self.questions), accepted=0, trials=0, tps=0.0)
+
+    def _tokens(self) -> int:
+        return sum(r["tokens_out"] for q in self.questions for r in q.done.values())
+
+    def update(self) -> None:
+        seconds = time.perf_counter() - self.start
+        self.progress.update(
+            self.task, completed=sum(not q.pending(self.cfg) for q in self.questions),
+            accepted=sum(q.accepted > 0 for q in self.questions),
+            trials=sum(len(q.done) for q in self.questions),
+            tps=(self._tokens() - self.tokens0) / seconds if seconds > 0 else 0.0,
+        )
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.update()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+
 def _shown_gold(ex: Example, answer_type: str) -> str:
     return f"({ex.gold})" if answer_type == "choice" else ex.gold
 
@@ -227,14 +262,15 @@ def run_sampler(cfg: SamplerConfig, engine: Engine, task: Task, examples: Sequen
         if (q := questions.get(rec["question_id"])) is not None and rec["trial"] not in q.done:
             q.add(rec)
 
-    with open_for_append(out_path) as out:
-        run = _Run(cfg, engine, task, out, iteration, seed, method, progress)
+    with open_for_append(out_path) as out, _Bar(progress, questions.values(), cfg) as bar:
+        run = _Run(cfg, engine, task, out, iteration, seed, method)
         queue, active = deque(q for q in questions.values() if q.pending(cfg)), []
         while queue or active:
             while queue and len(active) < cfg.chunk_size:
                 active.append(queue.popleft())
             run.round(active)
             active = [q for q in active if q.pending(cfg)]
+            bar.update()
 
     recs = [r for q in questions.values() for r in q.done.values()]
     return SamplingStats(
