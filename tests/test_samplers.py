@@ -48,7 +48,8 @@ class ScriptedEngine:
             attempt = self.asked[stage, i]
             self.asked[stage, i] += 1
             text = self.answer(stage, i, attempt, r)
-            out.append(Completion([Sample(text=text, tokens=len(text.split()), finish_reason="eos")],
+            finish = "length" if text.startswith("CUT:") else "eos"  # "CUT:" marks text stopped by the token limit
+            out.append(Completion([Sample(text=text, tokens=len(text.split()), finish_reason=finish)],
                                   prompt_tokens=sum(len(m["content"].split()) for m in r.messages)))
         return out
 
@@ -361,3 +362,23 @@ def test_real_engine_lepa_resume_is_exact(tmp_path, tiny_engine):
     run(tmp_path / "b.jsonl")
     strip = lambda rs: sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}) for r in rs)  # noqa: E731
     assert strip(read_records(tmp_path / "b.jsonl")) == strip(read_records(tmp_path / "a.jsonl"))
+
+
+@pytest.mark.parametrize("reject", [True, False])
+def test_truncated_correct_answers_are_not_kept(tmp_path, reject):
+    examples = _examples(2)
+
+    def answer(stage, i, attempt, r):
+        gold = examples[i].gold
+        return f"CUT: so it is {gold}" if attempt == 0 else f"The answer is {gold}."
+
+    _, stats, recs = _run(tmp_path, examples, answer, kind="rejection", trials=3, max_accepted=1,
+                          reject_truncated=reject)
+    for group in _by_question(recs).values():
+        group.sort(key=lambda r: r["trial"])
+        if reject:
+            assert [r["rejected_reason"] for r in group] == ["truncated", None]
+            assert group[0]["correct"] is True and group[1]["accepted"] is True
+        else:
+            assert len(group) == 1 and group[0]["accepted"] is True
+    assert stats.trials == (4 if reject else 2)

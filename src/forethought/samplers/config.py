@@ -21,6 +21,8 @@ class SamplerConfig(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(256, ge=1)       # per solution
     plan_max_new_tokens: int = Field(128, ge=1)  # per plan and per reflection
+    reject_truncated: bool = True       # a correct answer in a plan/solution cut off by its token limit is not kept:
+                                        # training on it would teach the model to ramble
     dedupe: bool = True                 # drop accepted trajectories whose (plan, solution) repeats one already kept
     chunk_size: int = Field(32, ge=1)   # questions advanced together per engine call
 

@@ -101,6 +101,7 @@ class _Trial:
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
+    truncated: bool = False  # a plan or solution hit its token limit
 
     @property
     def saw_gold(self) -> bool:
@@ -131,6 +132,7 @@ class _Run:
             it.tokens_in += c.prompt_tokens
             it.tokens_out += c.samples[0].tokens
             it.seconds += share
+            it.truncated |= stage != "reflect" and c.samples[0].finish_reason == "length"  # reflections aren't trained on
         return [c.samples[0].text for c in done]
 
     def question(self, it: _Trial) -> str:
@@ -171,6 +173,8 @@ class _Run:
             it.solution = text
             if not v.correct:
                 reason = "wrong"
+            elif cfg.reject_truncated and it.truncated:
+                reason = "truncated"
             elif it.saw_gold and mentions_hint(text):
                 reason = "hint_mention"
             elif cfg.dedupe and _key(it.plan, text) in it.q.kept:
