@@ -35,14 +35,14 @@ def test_unknown_key_names_its_path(tmp_path):
 
 def test_unknown_top_level_key_lists_allowed(tmp_path):
     p = write(tmp_path, "model: m\niteratons: 3\n")
-    with pytest.raises(UserError, match=r"unknown key 'iteratons'.*allowed top-level keys: model, iterations, learner"):
+    with pytest.raises(UserError, match=r"unknown key 'iteratons'.*allowed keys: model, iterations, learner"):
         load_config(Recipe, p)
 
 
 def test_bad_value_and_missing_key(tmp_path):
     with pytest.raises(UserError, match=r"'iterations'"):
         load_config(Recipe, write(tmp_path, "model: m\niterations: lots\n"))
-    with pytest.raises(UserError, match=r"missing key 'model'"):
+    with pytest.raises(UserError, match=r"key 'model' is missing"):
         load_config(Recipe, write(tmp_path, "iterations: 1\n"))
 
 

@@ -97,7 +97,7 @@ def score(
     task_opt: Optional[list[str]] = typer.Option(None, "--task-opt", help="Task option key=value."),
 ):
     """Re-score predictions made anywhere with a task's answer extraction and verifier."""
-    from forethought.jsonl import read_jsonl, write_json, write_jsonl
+    from forethought.jsonl import read_jsonl, write_jsonl
     from forethought.report.metrics import accuracy_ci
     from forethought.tasks import get_task
     from forethought.verify import verify_batch

@@ -38,18 +38,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def describe_errors(err: ValidationError, source: str) -> str:
+def describe_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:
     """One readable message for a pydantic error, naming each bad key by its dotted path."""
-    lines = []
+    problems = []
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{where}'")
+            allowed = f" (allowed keys: {', '.join(model.model_fields)})" if len(e["loc"]) == 1 else ""
+            problems.append(f"unknown key '{where}'{allowed}")
         elif e["type"] == "missing":
-            lines.append(f"missing key '{where}'")
+            problems.append(f"key '{where}' is missing")
+        elif e["type"] == "literal_error":
+            expected = e["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+            problems.append(f"'{where}' is {e['input']!r}; valid values: {expected}")
         else:
-            lines.append(f"'{where}': {e['msg']}")
-    return f"{source}: " + "; ".join(lines)
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"'{where}': {msg}" if where else msg)
+    return f"{source}: " + "; ".join(problems)
 
 
 def validate(model: type[M], data: dict, source: str) -> M:
@@ -57,11 +62,7 @@ def validate(model: type[M], data: dict, source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        allowed = ", ".join(model.model_fields)
-        msg = describe_errors(e, source)
-        if any(x["type"] == "extra_forbidden" and len(x["loc"]) == 1 for x in e.errors()):
-            msg += f" (allowed top-level keys: {allowed})"
-        raise UserError(msg) from None
+        raise UserError(describe_errors(e, model, source)) from None
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -6,11 +6,12 @@ import csv
 import string
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from forethought.config import validate
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl
 from forethought.tasks.base import LETTERS, Example, Task, load_hub, read_json, render_choices
@@ -119,22 +120,7 @@ class CustomTask(Task):
             raise UserError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of keys (name, data, question_field, ...)")
-        try:
-            config = CustomTaskConfig.model_validate(raw)
-        except ValidationError as e:
-            allowed = ", ".join(CustomTaskConfig.model_fields)
-            problems = []
-            for err in e.errors():
-                key = ".".join(str(p) for p in err["loc"])
-                if err["type"] == "extra_forbidden":
-                    problems.append(f"unknown key '{key}' (allowed keys: {allowed})")
-                elif err["type"] == "literal_error":
-                    problems.append(f"'{key}' is {err['input']!r}; valid values: {', '.join(get_args(AnswerType))}")
-                elif err["type"] == "missing":
-                    problems.append(f"key '{key}' is missing")
-                else:
-                    problems.append(f"{key + ': ' if key else ''}{err['msg'].removeprefix('Value error, ')}")
-            raise UserError(f"{path}: " + "; ".join(problems)) from None
+        config = validate(CustomTaskConfig, raw, str(path))
         return cls(config, path.parent)
 
     def _is_local(self, ref: str) -> bool:
