@@ -26,7 +26,7 @@ install-test: install
 	$(PIP) install -e '.[test]'
 
 quickstart: install
-	$(FT) eval --model smollm2-135m --task synthetic/arithmetic --limit 32 --max-new-tokens 192 --output $(QUICK_OUT)
+	$(FT) eval --model smollm2-135m --task synthetic/arithmetic --limit 32 --max-new-tokens 128 --output $(QUICK_OUT)
 
 test: install-test
 	$(PY) -m pytest -q
