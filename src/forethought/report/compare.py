@@ -102,18 +102,20 @@ def fmt_delta(delta: float | None) -> str:
 
 
 def compare_table(rows: list[dict]) -> Table:
-    """A rich table of compare_runs rows, for the terminal."""
-    table = Table(title="Runs", caption="final: last evaluation with its 95% interval; tokens: sampling tokens spent; "
+    """A rich table of compare_runs rows, for the terminal (model and task go in the title when all runs share them)."""
+    shared = {k: rows[0][k] for k in ("model", "task") if rows and all(r[k] == rows[0][k] for r in rows)}
+    table = Table(title=" · ".join(["Runs", *shared.values()]),
+                  caption="final: last evaluation with its 95% interval; tokens: sampling tokens spent; "
                   "accepted: share of all sampled trajectories accepted")
-    for name, justify in [("run", "left"), ("method", "left"), ("sampler", "left"), ("plan", "left"),
-                          ("model", "left"), ("task", "left"), ("iters", "right"), ("initial", "right"),
-                          ("final [95% CI]", "right"), ("Δ", "right"), ("trials", "right"),
-                          ("tokens", "right"), ("accepted", "right")]:
-        table.add_column(name, justify=justify)
+    extra = [k for k in ("model", "task") if k not in shared]
+    for name in ["run", "method (sampler, plan)", *extra]:
+        table.add_column(name, justify="left")
+    for name in ["iters", "initial", "final [95% CI]", "Δ", "trials", "tokens", "accepted"]:
+        table.add_column(name, justify="right")
     for r in rows:
         table.add_row(
-            r["run"], r["method"], r["sampler"], r["plan_format"], r["model"], r["task"], str(r["iterations"]),
-            pct(r["initial_accuracy"]), fmt_accuracy(r["final_accuracy"], r["final_ci95"]), fmt_delta(r["delta"]),
-            f"{r['trials']:,}", f"{r['sampling_tokens']:,}", pct(r["acceptance_rate"]),
+            Path(r["run"]).name, f"{r['method']} ({r['sampler']}, {r['plan_format']})", *(r[k] for k in extra),
+            str(r["iterations"]), pct(r["initial_accuracy"]), fmt_accuracy(r["final_accuracy"], r["final_ci95"]),
+            fmt_delta(r["delta"]), f"{r['trials']:,}", f"{r['sampling_tokens']:,}", pct(r["acceptance_rate"]),
         )
     return table
