@@ -8,7 +8,6 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 FT := $(VENV)/bin/forethought
-QUICK_OUT ?= out/quickstart
 
 .PHONY: install install-test quickstart test bench clean
 
@@ -26,7 +25,7 @@ install-test: install
 	$(PIP) install -e '.[test]'
 
 quickstart: install
-	$(FT) eval --model smollm2-135m --task synthetic/arithmetic --limit 32 --max-new-tokens 128 --output $(QUICK_OUT)
+	$(FT) run recipes/quickstart.yaml
 
 test: install-test
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 
 def test_recipes_exist():
     names = {p.name for p in RECIPES}
-    assert {"quickstart.yaml", "lepa_math.yaml", "rest_em_math.yaml", "star_gsm8k.yaml", "pps_arc.yaml"} <= names
+    assert {"quickstart.yaml", "quickstart_lepa.yaml", "lepa_math.yaml", "rest_em_math.yaml", "star_gsm8k.yaml", "pps_arc.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
