@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from forethought import plans
 from forethought.engines.base import Engine, Request
 from forethought.plans.prompts import PROMPTS_VERSION
-from forethought.report.metrics import accuracy_ci
+from forethought.report.metrics import accuracy_ci, correct_by_question
 from forethought.tasks.base import Example, Task
 
 @dataclass
@@ -82,16 +82,16 @@ def evaluate(
     seconds = time.perf_counter() - start
 
     verdicts = task.verify_batch([r[3] for r in rows], [r[0] for r in rows])
-    records, per_question = [], {}
+    records, seen = [], {}
     for (ex, prompt, plan, output, tokens, finish), v in zip(rows, verdicts):
-        sample = len(per_question.setdefault(ex.id, []))
-        per_question[ex.id].append(v.correct)
+        seen[ex.id] = sample = seen.get(ex.id, -1) + 1
         records.append({
             "id": ex.id, "sample": sample, "prompt": prompt, "plan": plan, "output": output,
             "extracted": v.extracted, "gold": ex.gold, "correct": v.correct,
             "tokens": tokens, "finish_reason": finish,
         })
 
+    per_question = correct_by_question(records)
     accuracy, ci = accuracy_ci(list(per_question.values()))
     tokens = sum(r["tokens"] for r in records)
     summary = {

@@ -19,6 +19,14 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def correct_by_question(records: Sequence[dict]) -> dict[str, list[bool]]:
+    """Group eval records ({"id", "correct", ...}) into each question's list of verdicts, in record order."""
+    out: dict[str, list[bool]] = {}
+    for r in records:
+        out.setdefault(r["id"], []).append(bool(r["correct"]))
+    return out
+
+
 def accuracy_ci(per_question: Sequence[Sequence[bool]]) -> tuple[float, tuple[float, float]]:
     """Mean accuracy over all samples and its 95% interval, treating questions as the unit of sampling."""
     flat = [c for q in per_question for c in q]

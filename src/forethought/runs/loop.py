@@ -18,7 +18,7 @@ from forethought.engines import get_engine
 from forethought.errors import UserError
 from forethought.evaluate import evaluate
 from forethought.jsonl import write_json, write_jsonl
-from forethought.report.metrics import paired_delta_ci
+from forethought.report.metrics import correct_by_question, paired_delta_ci
 from forethought.learners.sft import steps_for_iteration, train_sft
 from forethought.runs.config import RunConfig
 from forethought.runs.state import RunState
@@ -61,15 +61,6 @@ def sampling_metrics(records: list[dict]) -> dict:
         "tokens_generated": sum(r["tokens_out"] for r in records),
         "tokens_in": sum(r["tokens_in"] for r in records),
     }
-
-
-def _per_question(records_path: Path) -> dict[str, list[bool]]:
-    """Correctness of each evaluated question's samples, from an eval records file."""
-    out: dict[str, list[bool]] = {}
-    for line in records_path.read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
-        out.setdefault(r["id"], []).append(bool(r["correct"]))
-    return out
 
 
 class Runner:
@@ -153,11 +144,12 @@ class Runner:
         if self.state.done(t, "eval"):
             return
         start = time.perf_counter()
-        e = self.cfg.eval
+        e, model = self.cfg.eval, self.model_after(t)
         result = evaluate(
-            self.engine(self.model_after(t)), self.task, self.eval_q, model_name=self.model_after(t),
+            self.engine(model), self.task, self.eval_q, model_name=model,
             plan_format=self.cfg.sampler.plan_format, n=e.n, temperature=e.temperature, top_p=e.top_p,
-            max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress,
+            max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot,
+            seed=self.cfg.seed, progress=self.progress,
         )
         d = self.state.iter_dir(t) / "eval"
         d.mkdir(parents=True, exist_ok=True)
@@ -180,13 +172,13 @@ class Runner:
             "questions": sampled.get("questions", 0),
             "trials": sampled.get("trials", 0),
             "accepted": sampled.get("accepted", 0),
-            "train_examples": sum(1 for _ in open(self.state.iter_dir(t) / "train.jsonl")) if t else 0,
+            "train_examples": (self.state.iter_dir(t) / "train.jsonl").read_text().count("\n") if t else 0,
             "trained": self.state.status(t, "train") == "done" if t else False,
             "seconds": self.state.seconds(t),
         }
         if t:
-            delta, ci = paired_delta_ci(_per_question(self.state.iter_dir(0) / "eval" / "records.jsonl"),
-                                        _per_question(d / "records.jsonl"))
+            base = [json.loads(x) for x in (self.state.iter_dir(0) / "eval" / "records.jsonl").read_text().splitlines()]
+            delta, ci = paired_delta_ci(correct_by_question(base), correct_by_question(result.records))
             metrics.update(delta_vs_base=delta, delta_ci95=list(ci))
         self.state.write_metrics(t, metrics)
         self.state.mark(t, "eval")
