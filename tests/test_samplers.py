@@ -338,7 +338,7 @@ def test_training_rows_match_what_evaluate_sends(tmp_path):
 def test_config_rejects_unimplemented_formats_and_bad_values():
     assert SamplerConfig().kind == "rejection"
     with pytest.raises(UserError, match="not implemented yet"):
-        validate(SamplerConfig, {"plan_format": "code"}, "recipe.yaml")
+        validate(SamplerConfig, {"plan_format": "steps"}, "recipe.yaml")
     with pytest.raises(UserError, match="unknown key 'trails'"):
         validate(SamplerConfig, {"trails": 3}, "recipe.yaml")
     with pytest.raises(UserError, match="trials"):

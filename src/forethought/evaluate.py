@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from forethought import plans
 from forethought.engines.base import Engine, Request
+from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.report.metrics import accuracy_ci, correct_by_question
 from forethought.tasks.base import Example, Task
@@ -42,7 +43,10 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> EvalResult:
-    """Answer every example `n` times with `engine` and score the answers with the task's verifier."""
+    """Answer every example `n` times with `engine` and score the answers with the task's verifier.
+
+    With plan format `code` the verifier reads only the response after the plan's block (none if it never closes).
+    """
     plans.check_plan_format(plan_format)
     shots = task.fewshot() if fewshot else None
     sampling = dict(temperature=temperature, top_p=top_p)
@@ -60,6 +64,19 @@ def evaluate(
             for i, ex in enumerate(examples)
             for s in done[i].samples
         ]
+    elif plan_format == "code":  # one pass: the reply opens a ```python block, writes the plan, closes it, answers
+        prompts = [plans.code_plan_messages(ex.question, task.answer_type, shots) for ex in examples]
+        reqs = [
+            Request(messages=p, n=n, max_new_tokens=plan_max_new_tokens + max_new_tokens,
+                    seed=request_seed(seed, ex.id), **sampling)
+            for p, ex in zip(prompts, examples)
+        ]
+        done = engine.generate(reqs, progress=progress)
+        rows = []
+        for i, ex in enumerate(examples):
+            for s in done[i].samples:
+                parsed = code.parse(code.OPEN + s.text)
+                rows.append((ex, prompts[i], parsed.plan, parsed.response, s.tokens, s.finish_reason))
     else:  # natural: plan turn, then a solution turn that follows each plan
         plan_reqs = [
             Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=plan_max_new_tokens,

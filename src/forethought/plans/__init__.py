@@ -1,16 +1,17 @@
 """Plan formats: how a prompt asks for a plan, and how plan and solution are laid out as chat turns.
 
-`none` is a plain worked answer; `natural` is LEPA's anticipatory plan followed by a solution (two turns).
-`code` (CodePlan) and `steps` (CPL) are named here and arrive with their issues.
+`none` is a plain worked answer; `natural` is LEPA's anticipatory plan followed by a solution (two turns);
+`code` is CodePlan's pseudocode plan and the solution in one assistant turn (see plans/code.py).
+`steps` (CPL) is named here and arrives with its issue.
 """
 
 from __future__ import annotations
 
 from forethought.errors import UserError
-from forethought.plans import prompts
+from forethought.plans import code, prompts
 
 PLAN_FORMATS = ("none", "natural", "code", "steps")
-IMPLEMENTED = ("none", "natural")
+IMPLEMENTED = ("none", "natural", "code")
 
 
 def check_plan_format(name: str) -> str:
@@ -71,3 +72,37 @@ def retry_messages(reflect: list[dict], reflection: str, answer_type: str) -> li
         {"role": "assistant", "content": reflection.strip()},
         {"role": "user", "content": prompts.RETRY.format(answer_format=prompts.answer_format(answer_type))},
     ]
+
+
+def code_messages(question: str, answer_type: str, fewshot: str | None = None) -> list[dict]:
+    """Plan format `code`: ask for a pseudocode plan in a ```python block, then the solution, in one reply."""
+    shot = prompts.FEWSHOT_HEADER.format(fewshot=fewshot.strip()) if fewshot else ""
+    text = prompts.CODE_DIRECT.format(
+        fewshot=shot, question=question.strip(), answer_format=prompts.answer_format(answer_type)
+    )
+    return [{"role": "user", "content": text}]
+
+
+def code_plan_messages(question: str, answer_type: str, fewshot: str | None = None) -> list[dict]:
+    """`code_messages` with the reply opened by ```python, so the model continues with its plan (stop at ```)."""
+    return code_messages(question, answer_type, fewshot) + [{"role": "assistant", "content": code.OPEN}]
+
+
+def code_solve_messages(question: str, plan: str, answer_type: str) -> list[dict]:
+    """`code_messages` with the reply holding the rendered plan, so the model continues with the solution."""
+    return code_messages(question, answer_type) + [{"role": "assistant", "content": code.render(plan)}]
+
+
+def new_code_plan_messages(reflect: list[dict], reflection: str) -> list[dict]:
+    """LEPA with code plans: after the reflection, ask for a new pseudocode plan (reply opened by ```python)."""
+    return reflect + [
+        {"role": "assistant", "content": reflection.strip()},
+        {"role": "user", "content": prompts.NEW_CODE_PLAN},
+        {"role": "assistant", "content": code.OPEN},
+    ]
+
+
+def annotate_messages(prompt: str, response: str, max_words: int = 200) -> list[dict]:
+    """CodePlan data construction: ask an annotator for pseudocode outlining `response` (reply opened by ```python)."""
+    text = prompts.ANNOTATE_CODE.format(prompt=prompt.strip(), response=response.strip(), max_words=max_words)
+    return [{"role": "user", "content": text}, {"role": "assistant", "content": code.OPEN}]

@@ -67,3 +67,26 @@ RETRY = (
     "Now solve the problem again from the start, using what you learned, as if for the first time: do not "
     "mention the reflection or that the correct answer was given. {answer_format}"
 )
+
+# CodePlan (plan format "code"): the assistant turn opens with Python-style pseudocode in a ```python block, then
+# the response follows in the same turn (one pass). The pseudocode is never run.
+CODE_DIRECT = (
+    "{fewshot}{question}\n\n"
+    "First write a plan as short Python-style pseudocode (functions, loops, conditionals) in a ```python block; "
+    "it outlines the reasoning and is never run. Then solve the problem by following the plan. {answer_format}"
+)
+# LEPA with code plans: after the reflection, a new pseudocode plan (the assistant reply opens the ```python block).
+NEW_CODE_PLAN = (
+    "Using your reflection, write a new plan for the problem as short Python-style pseudocode (functions, loops, "
+    "conditionals) in a ```python block: the general steps and knowledge needed to solve it. Do not solve the "
+    "problem, and do not state the answer, any result, or anything about the reflection or the correct answer."
+)
+# CodePlan data construction: the annotator sees a prompt and its reference response and outlines the response.
+ANNOTATE_CODE = (
+    "Below is a prompt and a reference response to it.\n\n"
+    "### Prompt\n{prompt}\n\n### Reference response\n{response}\n\n"
+    "Write Python-style pseudocode (functions, loops, conditionals) that outlines the high-level logic of the "
+    "reference response: the steps it takes, in order. Keep it concise and high-level, under {max_words} words; "
+    "do not copy the response's sentences or calculations, and do not state its final answer. Reply with only "
+    "the pseudocode in one ```python block; it will never be run."
+)

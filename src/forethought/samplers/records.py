@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from forethought import plans
+from forethought.plans import code
 from forethought.errors import UserError
 
 
@@ -59,12 +60,15 @@ def training_rows(records: list[dict], plan_format: str, answer_type: str) -> li
     for r in records:
         if not r.get("accepted"):
             continue
+        if plan_format != "none" and not r.get("plan"):
+            raise UserError(f"record {r['id']} has no plan; was it sampled with plan_format '{plan_format}'?")
         if plan_format == "none":
             messages = plans.question_messages(r["question"], answer_type)
+        elif plan_format == "code":  # one reply: the plan's ```python block, then the solution
+            messages = plans.code_messages(r["question"], answer_type)
         else:
-            if not r.get("plan"):
-                raise UserError(f"record {r['id']} has no plan; was it sampled with plan_format 'natural'?")
             messages = plans.solve_with_plan_messages(r["question"], r["plan"], answer_type)
-        messages.append({"role": "assistant", "content": r["solution"].strip()})
+        solution = code.render(r["plan"], r["solution"]) if plan_format == "code" else r["solution"].strip()
+        messages.append({"role": "assistant", "content": solution})
         rows.append({"id": r["id"], "question_id": r["question_id"], "messages": messages})
     return rows

@@ -22,6 +22,7 @@ from forethought import plans
 from forethought.engines.base import Engine, Request
 from forethought.errors import UserError
 from forethought.evaluate import request_seed
+from forethought.plans import code
 from forethought.plans.hints import mentions_hint, with_hint
 from forethought.plans.leak import plan_leaks
 from forethought.plans.prompts import PROMPTS_VERSION
@@ -102,6 +103,7 @@ class _Trial:
     tokens_out: int = 0
     seconds: float = 0.0
     truncated: bool = False  # a plan or solution hit its token limit
+    finish: str = ""  # finish reason of the latest generation (a code plan must end at its closing ```)
 
     @property
     def saw_gold(self) -> bool:
@@ -118,11 +120,12 @@ class _Run:
     seed: int
     method: str
 
-    def generate(self, items: list[_Trial], messages: list[list[dict]], stage: str, max_new_tokens: int) -> list[str]:
+    def generate(self, items: list[_Trial], messages: list[list[dict]], stage: str, max_new_tokens: int,
+                 stop: tuple[str, ...] = ()) -> list[str]:
         """One engine call, one sample per trial; its tokens and a share of its wall time go to each trial."""
         reqs = [
             Request(messages=m, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=max_new_tokens,
-                    seed=request_seed(self.seed, f"{it.q.ex.id}/t{it.trial}", f"{self.iteration}:{stage}"))
+                    seed=request_seed(self.seed, f"{it.q.ex.id}/t{it.trial}", f"{self.iteration}:{stage}"), stop=stop)
             for it, m in zip(items, messages)
         ]
         start = time.perf_counter()
@@ -132,6 +135,7 @@ class _Run:
             it.tokens_in += c.prompt_tokens
             it.tokens_out += c.samples[0].tokens
             it.seconds += share
+            it.finish = c.samples[0].finish_reason
             it.truncated |= stage != "reflect" and c.samples[0].finish_reason == "length"  # reflections aren't trained on
         return [c.samples[0].text for c in done]
 
@@ -144,19 +148,26 @@ class _Run:
         at, cfg = self.task.answer_type, self.cfg
         items = [_Trial(q, t, _hinted(cfg.kind, t)) for q in active for t in q.pending(cfg)]
 
-        if cfg.kind == "lepa" and (refl := [it for it in items if it.trial > 0]):
+        # LEPA reflects on the last solution; a trial with none to reflect on (every earlier code plan was malformed)
+        # starts afresh
+        if cfg.kind == "lepa" and (refl := [it for it in items if it.trial > 0 and it.q.last is not None]):
             ctx = [plans.reflect_messages(it.q.ex.question, it.q.last["plan"], it.q.last["solution"],
                                           _shown_gold(it.q.ex, at)) for it in refl]
             for it, c, text in zip(refl, ctx, self.generate(refl, ctx, "reflect", cfg.plan_max_new_tokens)):
                 it.reflect, it.reflection = c, text
 
-        if cfg.plan_format == "natural":
-            msgs = [plans.new_plan_messages(it.reflect, it.reflection) if it.reflection is not None
-                    else plans.plan_messages(self.question(it)) for it in items]
+        if cfg.plan_format in ("natural", "code"):
+            msgs = [self.plan_messages(it) for it in items]
+            stop = (code.CLOSE,) if cfg.plan_format == "code" else ()
             rejected = []
-            for it, text in zip(items, self.generate(items, msgs, "plan", cfg.plan_max_new_tokens)):
+            for it, text in zip(items, self.generate(items, msgs, "plan", cfg.plan_max_new_tokens, stop)):
                 it.plan = text
-                if it.saw_gold and plan_leaks(text, it.q.ex.gold, at, it.q.ex.choices):
+                if cfg.plan_format == "code":  # a code plan must close its block and be well formed
+                    it.plan = code.clean(text)
+                    if it.finish != "stop" or code.problem(text):
+                        rejected.append(self.record(it, "truncated" if it.finish == "length" else "bad_plan"))
+                        continue
+                if it.saw_gold and self.leaks(it):
                     rejected.append(self.record(it, "leak"))
                 elif it.saw_gold and mentions_hint(text):
                     rejected.append(self.record(it, "hint_mention"))
@@ -186,8 +197,27 @@ class _Run:
             records.append(self.record(it, reason, v.extracted, bool(v.correct)))
         append(self.out, records)
 
+    def plan_messages(self, it: _Trial) -> list[dict]:
+        """The plan turn: after a LEPA reflection a new plan, else the plan the format asks for at test time."""
+        if self.cfg.plan_format == "code":
+            if it.reflection is not None:
+                return plans.new_code_plan_messages(it.reflect, it.reflection)
+            return plans.code_plan_messages(self.question(it), self.task.answer_type)
+        if it.reflection is not None:
+            return plans.new_plan_messages(it.reflect, it.reflection)
+        return plans.plan_messages(self.question(it))
+
+    def leaks(self, it: _Trial) -> bool:
+        """Does a plan made with the gold in view give the answer away (each format has its own rule)?"""
+        ex = it.q.ex
+        if self.cfg.plan_format == "code":
+            return code.leaks(it.plan, ex.gold, self.task.answer_type, ex.choices, prompt=ex.question)
+        return plan_leaks(it.plan, ex.gold, self.task.answer_type, ex.choices)
+
     def solve_messages(self, it: _Trial) -> list[dict]:
         at = self.task.answer_type
+        if self.cfg.plan_format == "code":  # the solution continues the test-time reply after the plan's block
+            return plans.code_solve_messages(self.question(it), it.plan, at)
         if self.cfg.plan_format == "natural":  # LEPA's reflection went into the plan; its solve turn is hint-free
             return plans.solve_with_plan_messages(self.question(it), it.plan, at)
         if it.reflection is not None:
