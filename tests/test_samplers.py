@@ -382,3 +382,51 @@ def test_truncated_correct_answers_are_not_kept(tmp_path, reject):
         else:
             assert len(group) == 1 and group[0]["accepted"] is True
     assert stats.trials == (4 if reject else 2)
+
+
+class DemoStripping(ScriptedEngine):
+    """Checks that every conversation starts with the demonstration turns, then answers the rest as scripted."""
+
+    def __init__(self, examples, answer, demo_turns):
+        super().__init__(examples, answer)
+        self.demo_turns = demo_turns
+
+    def generate(self, requests, *, progress=True):
+        for r in requests:
+            assert r.messages[:len(self.demo_turns)] == self.demo_turns
+        return super().generate([Request(messages=r.messages[len(self.demo_turns):], temperature=r.temperature,
+                                         max_new_tokens=r.max_new_tokens, seed=r.seed, stop=r.stop)
+                                 for r in requests], progress=progress)
+
+
+@pytest.mark.parametrize("plan_format", ["none", "natural"])
+def test_demos_precede_every_conversation_and_never_reach_training_text(tmp_path, plan_format):
+    examples = _examples(3)
+    task = get_task("synthetic/arithmetic", train_size=3, test_size=1)
+    demos = task.demos(2)
+    turns = plans.demo_messages(demos, plan_format, "number")
+    assert len(turns) == 2 * (4 if plan_format == "natural" else 2)
+    assert [m["content"] for m in turns if m["role"] == "assistant"][-1] == demos[1].solution
+
+    def answer(stage, i, attempt, req):
+        if stage == "plan":
+            return PLAN
+        return f"The answer is {examples[i].gold if attempt or i == 0 else -1}."
+
+    engine = DemoStripping(examples, answer, turns)
+    out = tmp_path / "samples.jsonl"
+    stats = run_sampler(SamplerConfig(kind="lepa", plan_format=plan_format, trials=2, demos=2), engine, task,
+                        examples, out_path=out, iteration=1, seed=0, method="lepa", progress=False)
+    assert stats.trials == 5 and stats.accepted == 3
+    text = json.dumps(training_rows(read_records(out), plan_format, "number"))
+    assert all(d.question not in text and d.solution not in text for d in demos)
+
+
+def test_demos_need_a_task_that_has_them_and_a_text_plan_format(tmp_path):
+    task = get_task("gsm8k")
+    with pytest.raises(UserError, match="no worked demonstrations; set sampler.demos: 0"):
+        run_sampler(SamplerConfig(demos=1), ScriptedEngine([], None), task, [], out_path=tmp_path / "s.jsonl",
+                    iteration=1, seed=0, method="rest_em", progress=False)
+    demos = get_task("synthetic/arithmetic").demos(1)
+    with pytest.raises(UserError, match="plan formats none and natural"):
+        plans.demo_messages(demos, "code", "number")

@@ -9,6 +9,7 @@ import pytest
 
 from forethought.errors import UserError
 from forethought.tasks import get_task
+from forethought.tasks.base import Example
 
 SYNTHETIC = ["synthetic/arithmetic", "synthetic/last_letters", "synthetic/coin_flip"]
 
@@ -99,3 +100,18 @@ def test_gold_and_reference_verify(name):
     wrong = [f"The answer is {'no' if e.gold == 'yes' else 'yes' if e.gold == 'no' else e.gold + '1'}." for e in rows]
     assert not any(v.correct for v in task.verify_batch(wrong, rows))
     assert task.verify(f"The answer is {rows[0].gold}.", rows[0]).correct
+
+
+@pytest.mark.parametrize("name", ["synthetic/arithmetic", "synthetic/last_letters", "synthetic/coin_flip"])
+def test_demos_are_new_questions_with_a_plan_that_gives_nothing_away(name):
+    from forethought.plans.leak import plan_leaks
+
+    task = get_task(name, difficulty=2, train_size=50, test_size=20)
+    demos = task.demos(3)
+    assert len(demos) == 3 and demos == task.demos(3)  # deterministic
+    seen = {ex.question for split in ("train", "test") for ex in task.load(split=split)}
+    assert len({d.question for d in demos}) == 3 and not seen & {d.question for d in demos}
+    for d in demos:
+        gold = d.solution.rsplit("The answer is ", 1)[1].rstrip(".")
+        assert task.verify(d.solution, Example(id="d", question=d.question, gold=gold)).correct
+        assert d.plan.startswith("1. ") and not plan_leaks(d.plan, gold, task.answer_type)

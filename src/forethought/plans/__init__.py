@@ -34,6 +34,19 @@ def question_messages(question: str, answer_type: str, fewshot: str | None = Non
     return [{"role": "user", "content": text}]
 
 
+def demo_messages(demos, plan_format: str, answer_type: str) -> list[dict]:
+    """Worked demonstrations as earlier chat turns, laid out exactly as the format's own turns (sampling only)."""
+    if demos and plan_format not in ("none", "natural"):
+        raise UserError(f"worked demonstrations work with plan formats none and natural, not '{plan_format}'; "
+                        "set sampler.demos: 0")
+    out: list[dict] = []
+    for d in demos:
+        ask = (solve_with_plan_messages(d.question, d.plan, answer_type) if plan_format == "natural"
+               else question_messages(d.question, answer_type))
+        out += ask + [{"role": "assistant", "content": d.solution.strip()}]
+    return out
+
+
 def plan_messages(question: str) -> list[dict]:
     """First LEPA turn: ask for an anticipatory plan."""
     return [{"role": "user", "content": prompts.PLAN.format(question=question.strip())}]

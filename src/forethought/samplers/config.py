@@ -25,6 +25,8 @@ class SamplerConfig(StrictModel):
                                         # training on it would teach the model to ramble
     dedupe: bool = True                 # drop accepted trajectories whose (plan, solution) repeats one already kept
     chunk_size: int = Field(32, ge=1)   # questions advanced together per engine call
+    demos: int = Field(0, ge=0)         # worked demonstrations (task.demos) shown as earlier chat turns while
+                                        # sampling, never in training text: they teach a weak model the format
 
     @field_validator("plan_format")
     @classmethod

@@ -119,13 +119,14 @@ class _Run:
     iteration: int
     seed: int
     method: str
+    demos: list[dict] = field(default_factory=list)  # worked demonstrations before every conversation
 
     def generate(self, items: list[_Trial], messages: list[list[dict]], stage: str, max_new_tokens: int,
                  stop: tuple[str, ...] = ()) -> list[str]:
         """One engine call, one sample per trial; its tokens and a share of its wall time go to each trial."""
         reqs = [
-            Request(messages=m, temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=max_new_tokens,
-                    seed=request_seed(self.seed, f"{it.q.ex.id}/t{it.trial}", f"{self.iteration}:{stage}"), stop=stop)
+            Request(messages=self.demos + m, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                    max_new_tokens=max_new_tokens, seed=request_seed(self.seed, f"{it.q.ex.id}/t{it.trial}", f"{self.iteration}:{stage}"), stop=stop)
             for it, m in zip(items, messages)
         ]
         start = time.perf_counter()
@@ -296,8 +297,9 @@ def run_sampler(cfg: SamplerConfig, engine: Engine, task: Task, examples: Sequen
         if (q := questions.get(rec["question_id"])) is not None and rec["trial"] not in q.done:
             q.add(rec)
 
+    demos = plans.demo_messages(task.demos(cfg.demos) if cfg.demos else [], cfg.plan_format, task.answer_type)
     with open_for_append(out_path) as out, _Bar(progress, questions.values(), cfg) as bar:
-        run = _Run(cfg, engine, task, out, iteration, seed, method)
+        run = _Run(cfg, engine, task, out, iteration, seed, method, demos)
         queue, active = deque(q for q in questions.values() if q.pending(cfg)), []
         while queue or active:
             while queue and len(active) < cfg.chunk_size:

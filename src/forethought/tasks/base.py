@@ -27,6 +27,15 @@ class Example:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Demo:
+    """A worked demonstration (question, anticipatory plan, solution) shown to a weak model while it samples."""
+
+    question: str
+    plan: str
+    solution: str
+
+
 class Task:
     """A named set of questions with checkable answers; subclasses implement `_local` and `_hub`."""
 
@@ -81,6 +90,10 @@ class Task:
     def fewshot(self) -> str | None:
         """Few-shot text to put before each question, or None when the task has none."""
         return None
+
+    def demos(self, k: int) -> list[Demo]:
+        """`k` worked demonstrations disjoint from the task's questions; tasks without any say so."""
+        raise UserError(f"task '{self.name}' has no worked demonstrations; set sampler.demos: 0")
 
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.answer_type})>"

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from forethought.errors import UserError
-from forethought.tasks.base import Example, Task
+from forethought.tasks.base import Demo, Example, Task
 
 NAMES = [  # (name, subject pronoun, object pronoun, possessive)
     *((n, "he", "him", "his") for n in (
@@ -45,15 +45,28 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str]:
-    """(question, gold, reference) for a word problem whose solution takes `difficulty` arithmetic operations."""
+# One plan line per kind of event in an arithmetic story: the method, never the numbers.
+PLAN_LINES = {
+    "add": "Getting, finding or buying more adds to the total, so add that number.",
+    "sub": "Losing, giving away, selling or eating takes away from the total, so subtract that number.",
+    "half": "Giving away half leaves half, so divide the total by 2.",
+    "bags": "For bags or packs, first multiply the number of bags by the number in each, then add that product.",
+}
+
+
+def _numbered(lines: list[str]) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str, str]:
+    """(question, gold, reference, plan) for a word problem whose solution takes `difficulty` operations."""
     (name, he, him, his), (friend, *_) = rng.sample(NAMES, 2)
     items, edible = rng.choice(ITEMS)
     top = 10 if difficulty == 1 else 20
     x = rng.randint(2, top)
     opening = rng.choice([f"{name} has {x} {items}", f"{name} starts with {x} {items}",
                           f"{name} has a box with {x} {items}"])
-    steps, actions = [f"{name} starts with {x} {items}."], []
+    steps, actions, kinds_used = [f"{name} starts with {x} {items}."], [], []
     left = difficulty
     while left:
         kinds = ["add", "sub"] + (["half"] if x % 2 == 0 and x >= 4 and difficulty > 1 else []) \
@@ -65,23 +78,27 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, s
                                        f"is given {b} more by {friend}"]))
             steps.append(f"Adding {b} gives {x} + {b} = {x + b}.")
             x, left = x + b, left - 1
+            kinds_used.append(kind)
         elif kind == "sub" and x > 1:
             b = rng.randint(1, x - 1)
             actions.append(rng.choice([f"gives {b} to {friend}", f"loses {b}", f"sells {b}"]
                                       + ([f"eats {b}"] if edible else [])))
             steps.append(f"Taking away {b} leaves {x} - {b} = {x - b}.")
             x, left = x - b, left - 1
+            kinds_used.append(kind)
         elif kind == "half":
             actions.append(rng.choice([f"gives half of {his} {items} to {friend}",
                                        f"shares {his} {items} equally with {friend}, keeping half"]))
             steps.append(f"Half of {x} is {x} / 2 = {x // 2}.")
             x, left = x // 2, left - 1
+            kinds_used.append(kind)
         elif kind == "bags":
             k, b = rng.randint(2, 5), rng.randint(2, 6)
             actions.append(rng.choice([f"buys {k} bags with {b} {items} in each",
                                        f"gets {k} packs of {b} {items} from {friend}"]))
             steps.append(f"{k} bags of {b} make {k} * {b} = {k * b}, so {x} + {k * b} = {x + k * b}.")
             x, left = x + k * b, left - 2
+            kinds_used.append(kind)
     if rng.random() < 0.5:  # "Tom has 3 apples and buys 4 more." or "Tom has 3 apples. He buys 4 more."
         story = [f"{opening} and {actions[0]}."] + [f"{_cap(he)} {a}." for a in actions[1:]]
     else:
@@ -89,11 +106,14 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, s
                                    for i, a in enumerate(actions)]
     ask = rng.choice([f"How many {items} does {name} have now?", f"How many {items} does {he} have now?",
                       f"How many {items} does {name} have in the end?", f"How many {items} does {he} have?"])
-    return " ".join(story + [ask]), str(x), "\n".join(steps + [f"The answer is {x}."])
+    plan = _numbered([f"Start from the number of {items} {name} has at the beginning."]
+                     + [PLAN_LINES[k] for k in dict.fromkeys(kinds_used)]
+                     + ["Apply the events in the order they happen; the total after the last one is the answer."])
+    return " ".join(story + [ask]), str(x), "\n".join(steps + [f"The answer is {x}."]), plan
 
 
-def last_letters_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str]:
-    """(question, gold, reference) for concatenating the last letters of difficulty+1 words."""
+def last_letters_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str, str]:
+    """(question, gold, reference, plan) for concatenating the last letters of difficulty+1 words."""
     words = rng.sample(WORDS, difficulty + 1)
     phrase = " ".join(words)
     question = rng.choice([
@@ -103,11 +123,14 @@ def last_letters_problem(rng: random.Random, difficulty: int) -> tuple[str, str,
         f'Write down the last letter of every word in "{phrase}" and put them together.'])
     gold = "".join(w[-1].lower() for w in words)
     steps = [f'The last letter of "{w}" is "{w[-1].lower()}".' for w in words]
-    return question, gold, "\n".join(steps + [f'Putting them together gives "{gold}".', f"The answer is {gold}."])
+    plan = _numbered(["Go through the words in the quotes one at a time, in order.",
+                      "Write down the last letter of each word in lower case.",
+                      "Join the letters together without spaces; that string is the answer."])
+    return question, gold, "\n".join(steps + [f'Putting them together gives "{gold}".', f"The answer is {gold}."]), plan
 
 
-def coin_flip_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str]:
-    """(question, gold yes/no, reference) for a coin that difficulty+1 people flip or leave alone."""
+def coin_flip_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str, str]:
+    """(question, gold yes/no, reference, plan) for a coin that difficulty+1 people flip or leave alone."""
     people = [n for n, *_ in rng.sample(NAMES, difficulty + 1)]
     heads = True
     story = [rng.choice(["A coin is heads up.", "A coin lies on the table heads up.", "A coin starts heads up."])]
@@ -125,7 +148,10 @@ def coin_flip_problem(rng: random.Random, difficulty: int) -> tuple[str, str, st
             steps.append(f"{p} does not flip it, so it stays {side} up.")
     story.append(rng.choice(["Is the coin still heads up?", "Is the coin heads up now?", "Is it still heads up?"]))
     gold = "yes" if heads else "no"
-    return " ".join(story), gold, "\n".join(steps + [f"The answer is {gold}."])
+    plan = _numbered(["The coin starts heads up.",
+                      "Go through the people in order: a flip turns the coin to the other side, no flip keeps it.",
+                      "Heads up at the end means yes; tails up means no."])
+    return " ".join(story), gold, "\n".join(steps + [f"The answer is {gold}."]), plan
 
 
 class SyntheticTask(Task):
@@ -154,7 +180,7 @@ class SyntheticTask(Task):
         for _ in range(20 * wanted + 1000):
             if len(rows) == wanted:
                 break
-            q, gold, ref = self._make(rng, o.difficulty)
+            q, gold, ref, _ = self._make(rng, o.difficulty)
             if q not in seen:
                 seen.add(q)
                 rows.append((q, gold, ref))
@@ -166,6 +192,20 @@ class SyntheticTask(Task):
         tag = f"{self.name}/d{o.difficulty}-s{o.seed}/{split}"
         return [Example(id=f"{tag}/{i}", question=q, gold=g, reference=r,
                         meta={"difficulty": o.difficulty, "seed": o.seed}) for i, (q, g, r) in enumerate(rows)]
+
+    def demos(self, k: int) -> list[Demo]:
+        """`k` worked (question, plan, solution) demonstrations from their own stream, never a train/test question."""
+        o = self.options
+        taken = {ex.question for ex in self.load(split="train")} | {ex.question for ex in self.load(split="test")}
+        rng, out = random.Random(f"{self.name}/{o.difficulty}/{o.seed}/demos"), []
+        for _ in range(100 * k + 100):
+            if len(out) == k:
+                break
+            q, _, ref, plan = self._make(rng, o.difficulty)
+            if q not in taken:
+                taken.add(q)
+                out.append(Demo(q, plan, ref))
+        return out
 
 
 def arithmetic(**options) -> SyntheticTask:
