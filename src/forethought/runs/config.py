@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from forethought.config import StrictModel
+from forethought.engines.settings import EngineSettings
 from forethought.learners.sft import SFTConfig
 from forethought.samplers.config import SamplerConfig
 
@@ -19,16 +18,6 @@ class TaskSettings(StrictModel):
     eval_split: str | None = None
     train_limit: int | None = None
     eval_limit: int | None = None
-
-
-class EngineSettings(StrictModel):
-    """The generation engine used for sampling and evaluation."""
-
-    kind: Literal["hf"] = "hf"
-    batch_size: int = 64
-    device: str | None = None
-    dtype: str | None = None
-    trust_remote_code: bool = False
 
 
 class EvalSettings(StrictModel):
