@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -13,6 +15,7 @@ from typing import Literal
 from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.chat_mask import tokenize_chat
+from forethought.learners.distributed import DistributedSettings
 
 __all__ = ["LoraSettings", "SFTConfig", "TrainStats", "steps_for_iteration", "tokenize_chat", "train_sft"]
 
@@ -45,6 +48,7 @@ class SFTConfig(StrictModel):
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False  # trades compute for memory on large models
     report_to: str | list[str] = "none"  # e.g. "wandb" (needs the wandb extra)
+    distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
 
 
 class TrainStats(StrictModel):
@@ -55,6 +59,8 @@ class TrainStats(StrictModel):
     trained_tokens: int
     seconds: float
     tokens_per_second: float
+    processes: int = 1
+    batches: list[list[list[str]]] | None = None  # with trace=True: per rank, per step, each row's fingerprint
 
 
 def steps_for_iteration(cfg: SFTConfig, iteration: int) -> int | None:
@@ -116,17 +122,27 @@ def _trainer_class():
 
     class CountingSFTTrainer(SFTTrainer):
         trained_tokens = 0
+        trace: list[list[str]] | None = None  # set to [] to record each step's row fingerprints
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             if model.training:
                 self.trained_tokens += int((inputs["labels"][:, 1:] != -100).sum())
+                if self.trace is not None:
+                    while len(self.trace) <= self.state.global_step:
+                        self.trace.append([])
+                    masks = inputs.get("attention_mask")
+                    for k, ids in enumerate(inputs["input_ids"]):
+                        row = (ids if masks is None else ids[masks[k].bool()]).tolist()
+                        self.trace[self.state.global_step].append(hashlib.sha1(str(row).encode()).hexdigest()[:12])
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     return CountingSFTTrainer
 
 
-def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | None, progress: bool, cuda: bool):
-    """TRL's SFTConfig for our settings: no checkpoints mid-run, no reporting unless configured, bf16 only on CUDA."""
+def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | None, progress: bool, cuda: bool,
+              world: int = 1):
+    """TRL's SFTConfig for our settings: no checkpoints mid-run, no reporting unless configured, bf16 only on CUDA;
+    `cfg.batch_size` is the global batch, split over `world` processes."""
     from trl import SFTConfig as TrlSFTConfig
 
     # transformers 5 renamed gradient_checkpointing (now a deprecated alias that warns) to activation_checkpointing
@@ -137,7 +153,7 @@ def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | N
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         max_steps=max_steps or cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=max(1, cfg.batch_size // world),
         gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length,
         lr_scheduler_type=cfg.lr_scheduler,
@@ -175,12 +191,14 @@ def train_sft(
     seed: int,
     max_steps: int | None = None,
     progress: bool = True,
+    trace: bool = False,
 ) -> TrainStats:
     """Fine-tune `model` on rows [{"messages": [...]}] and save a merged HF checkpoint to `output_dir`, atomically.
 
     Training and saving happen in a temporary sibling directory that is renamed to `output_dir` only when complete,
     so an interrupted call leaves no `output_dir` and the iteration is simply trained again. `max_steps`, when
-    given, overrides `cfg.max_steps` (see `steps_for_iteration`).
+    given, overrides `cfg.max_steps` (see `steps_for_iteration`). Under `accelerate launch` every rank calls this;
+    rank 0 saves, and the stats count every rank's tokens (see learners/distributed.py).
     """
     import datasets
     import torch
@@ -212,24 +230,33 @@ def train_sft(
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
         try:
-            args = _trl_args(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda)
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            args = _trl_args(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda,
+                             world=world)
             trainer = _trainer_class()(
                 model=base, args=args, train_dataset=datasets.Dataset.from_list(examples),
                 processing_class=tokenizer, peft_config=lora,
             )
+            trainer.trace = [] if trace else None
             if not progress:
                 trainer.remove_callback(PrinterCallback)
             start = time.perf_counter()
             result = trainer.train()
             seconds = time.perf_counter() - start
+            tokens, batches = trainer.trained_tokens, [trainer.trace] if trace else None
+            if trainer.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                tokens = sum(gather_object([tokens]))
+                batches = gather_object([trainer.trace]) if trace else None
             if trainer.is_world_process_zero():
                 _save_merged(trainer, tokenizer, cfg.lora is not None, tmp / "checkpoint")
                 (tmp / "checkpoint").rename(output_dir)
             trainer.accelerator.wait_for_everyone()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    tokens = trainer.trained_tokens
     return TrainStats(
         steps=result.global_step, train_loss=float(result.training_loss), trained_tokens=tokens,
         seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0,
+        processes=trainer.accelerator.num_processes, batches=batches,
     )

@@ -14,16 +14,24 @@ from pathlib import Path
 
 import yaml
 
-from forethought.engines import get_engine
+from forethought.engines import close_engine, get_engine
 from forethought.errors import UserError
 from forethought.evaluate import evaluate
 from forethought.jsonl import write_json, write_jsonl
 from forethought.report.metrics import correct_by_question, paired_delta_ci
+from forethought.learners.distributed import launch_training
 from forethought.learners.sft import steps_for_iteration, train_sft
 from forethought.runs.config import RunConfig
 from forethought.runs.state import RunState
 from forethought.samplers import read_records, run_sampler, training_rows
 from forethought.tasks import get_task
+
+
+_FIXED_SERVER = (
+    "engine.kind=openai with base_urls serves one fixed model, but a self-training run samples from each new "
+    "checkpoint; set engine.launch to a command that serves {model} (e.g. 'vllm serve {model} --served-model-name "
+    "{name} --port {port}') instead of base_urls, or set iterations=0 to only evaluate"
+)
 
 
 def prepare_dir(cfg: RunConfig) -> Path:
@@ -67,6 +75,8 @@ class Runner:
     """Runs (or resumes) one recipe in its run directory."""
 
     def __init__(self, cfg: RunConfig, *, progress: bool = True):
+        if cfg.engine.fixed_model and cfg.iterations > 0:
+            raise UserError(_FIXED_SERVER)
         self.cfg = cfg
         self.progress = progress
         self.root = prepare_dir(cfg)
@@ -89,19 +99,30 @@ class Runner:
     def engine(self, model: str):
         """An engine on `model`, reused while the model stays the same."""
         if self._engine[0] != model:
-            self._engine = (None, None)
-            gc.collect()
+            self.release_engine()
             e = self.cfg.engine
-            self._engine = (model, get_engine(e.kind, model, device=e.device, dtype=e.dtype,
-                                              batch_size=e.batch_size, trust_remote_code=e.trust_remote_code))
+            if e.fixed_model and model != self.cfg.model:
+                raise UserError(_FIXED_SERVER)
+            self._engine = (model, get_engine(e.kind, model, **e.options()))
         return self._engine[1]
 
+    def release_engine(self) -> None:
+        """Close the current engine (its server, Ray actors or GPU memory) and drop it."""
+        engine, self._engine = self._engine[1], (None, None)
+        if engine is not None:
+            close_engine(engine)
+        del engine
+        gc.collect()
+
     def run(self) -> Path:
-        for t in range(self.cfg.iterations + 1):
-            if t > 0:
-                self.sample(t)
-                self.train(t)
-            self.evaluate(t)
+        try:
+            for t in range(self.cfg.iterations + 1):
+                if t > 0:
+                    self.sample(t)
+                    self.train(t)
+                self.evaluate(t)
+        finally:
+            self.release_engine()
         return self.root
 
     def sample(self, t: int) -> None:
@@ -133,9 +154,10 @@ class Runner:
             return
         learner = self.cfg.learner
         base = self.cfg.model if learner.restart_from_base else self.model_after(t - 1)
-        self._engine = (None, None)  # free the sampling model before training
-        stats = train_sft(base, rows, d / "checkpoint", learner, seed=self.cfg.seed + t,
-                          max_steps=steps_for_iteration(learner, t), progress=self.progress)
+        self.release_engine()  # free the sampling model (GPU memory, servers, replicas) before training
+        train = launch_training if learner.distributed.processes > 1 else train_sft
+        stats = train(base, rows, d / "checkpoint", learner, seed=self.cfg.seed + t,
+                      max_steps=steps_for_iteration(learner, t), progress=self.progress)
         write_json(d / "train_stats.json", stats.model_dump())
         self.state.add_seconds(t, "train", time.perf_counter() - start)
         self.state.mark(t, "train")

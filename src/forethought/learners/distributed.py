@@ -1,0 +1,127 @@
+"""Run a learner in several processes with `accelerate launch` (DDP; FSDP or DeepSpeed by config).
+
+The run loop writes the training job (rows, settings) to a folder, launches `python -m forethought.learners.distributed
+JOB` under accelerate, and reads back the stats that rank 0 wrote. The recipe's batch_size stays the global batch:
+each of N processes takes batch_size / N rows per step, so the same recipe trains the same way on 1 or N processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from forethought.config import StrictModel
+from forethought.errors import UserError
+
+
+class DistributedSettings(StrictModel):
+    """How many training processes and how the model is spread over them (`learner.distributed` in a recipe)."""
+
+    processes: int = Field(1, ge=1)
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    zero_stage: int = Field(2, ge=0, le=3)  # DeepSpeed ZeRO stage (strategy: deepspeed)
+    accelerate_config: str | None = None  # an `accelerate config` file; replaces the strategy flags
+    main_process_port: int | None = None  # default: a free port on this machine
+    threads_per_process: int | None = Field(None, ge=1)  # CPU only; default: cores / processes
+
+
+def launch_flags(settings: DistributedSettings, *, cuda: bool, port: int) -> list[str]:
+    """`accelerate launch` options for the settings (DDP is `--multi_gpu`, which on a CPU-only machine runs gloo)."""
+    flags = ["--num_processes", str(settings.processes), "--num_machines", "1", "--main_process_port", str(port),
+             "--dynamo_backend", "no", "--mixed_precision", "bf16" if cuda else "no"]
+    if settings.accelerate_config:
+        if not Path(settings.accelerate_config).is_file():
+            raise UserError(f"learner.distributed.accelerate_config: file not found: {settings.accelerate_config}")
+        return ["--config_file", settings.accelerate_config, *flags]
+    if settings.strategy == "fsdp":
+        return [*flags, "--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy",
+                "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    if settings.strategy == "deepspeed":
+        return [*flags, "--use_deepspeed", "--zero_stage", str(settings.zero_stage)]
+    return [*flags, "--multi_gpu"]
+
+
+def launch_training(
+    model: str | Path,
+    rows: list[dict],
+    output_dir: Path,
+    cfg,
+    *,
+    seed: int,
+    max_steps: int | None = None,
+    progress: bool = True,
+    trace: bool = False,
+    kind: Literal["sft"] = "sft",
+):
+    """Train like `train_sft` but in `cfg.distributed.processes` processes; returns rank 0's TrainStats."""
+    import torch
+
+    from forethought.engines.server import free_port
+    from forethought.learners.sft import TrainStats
+
+    settings: DistributedSettings = cfg.distributed
+    if cfg.batch_size % settings.processes:
+        raise UserError(f"learner.batch_size={cfg.batch_size} must be divisible by "
+                        f"learner.distributed.processes={settings.processes} (it is the global batch)")
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise UserError(f"{output_dir} already exists; delete it to train this iteration again")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    job = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.job-", dir=output_dir.parent))
+    try:
+        (job / "job.json").write_text(json.dumps({
+            "kind": kind, "model": str(model), "output_dir": str(output_dir.resolve()), "cfg": cfg.model_dump(),
+            "seed": seed, "max_steps": max_steps, "progress": progress, "trace": trace,
+        }))
+        with open(job / "rows.jsonl", "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        port = settings.main_process_port or free_port()
+        command = [sys.executable, "-m", "accelerate.commands.launch", *launch_flags(settings, cuda=cuda, port=port),
+                   "-m", "forethought.learners.distributed", str(job)]
+        env = dict(os.environ)
+        if not cuda:
+            threads = settings.threads_per_process or max(1, (os.cpu_count() or 1) // settings.processes)
+            env["OMP_NUM_THREADS"] = str(threads)
+        log = job / "train.log"
+        with open(log, "wb") as sink:
+            done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=None if progress else sink, stderr=None if progress else subprocess.STDOUT)
+        if done.returncode != 0 or not (job / "stats.json").is_file():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if not progress else ""
+            kept = output_dir.parent / f"{output_dir.name}.failed-train.log"
+            if not progress:
+                shutil.copy(log, kept)
+            raise RuntimeError(f"training in {settings.processes} processes failed (exit {done.returncode})"
+                               + (f"; log kept at {kept}, it ends with:\n{tail}" if tail else ""))
+        return TrainStats.model_validate_json((job / "stats.json").read_text())
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+
+
+def _worker(job: Path) -> None:
+    """One rank: read the job, train, and (rank 0) write the stats."""
+    from forethought.learners.sft import SFTConfig, train_sft
+
+    spec = json.loads((job / "job.json").read_text())
+    rows = [json.loads(line) for line in (job / "rows.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    cfg = SFTConfig.model_validate(spec["cfg"])
+    stats = train_sft(spec["model"], rows, Path(spec["output_dir"]), cfg, seed=spec["seed"],
+                      max_steps=spec["max_steps"], progress=spec["progress"], trace=spec["trace"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        tmp = job / "stats.json.tmp"
+        tmp.write_text(stats.model_dump_json())
+        tmp.replace(job / "stats.json")
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

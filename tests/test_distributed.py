@@ -1,0 +1,69 @@
+"""Multi-process training: the SFT learner under `accelerate launch` with 2 CPU processes (DDP over gloo) sees
+disjoint halves of each global batch and ends where single-process training with the same recipe ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from forethought.errors import UserError
+from forethought.learners.distributed import DistributedSettings, launch_flags, launch_training
+from forethought.learners.sft import LoraSettings, SFTConfig, train_sft
+
+ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} + {b}? Plan first."},
+                  {"role": "assistant", "content": f"Plan: add the numbers. {a} + {b} = {a + b}. The answer is {a + b}."}]}
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4), (6, 1), (9, 9)]
+]
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_two_processes_see_different_data_and_match_one_process(tiny_model_dir, tmp_path):
+    cfg = SFTConfig(learning_rate=5e-3, max_steps=3, batch_size=8, max_length=128,
+                    lora=LoraSettings(r=4, alpha=8, dropout=0.0), distributed=DistributedSettings(processes=2))
+    one = cfg.model_copy(update={"distributed": DistributedSettings()})
+    single = train_sft(tiny_model_dir, ROWS, tmp_path / "single", one, seed=3, progress=False, trace=True)
+    multi = launch_training(tiny_model_dir, ROWS, tmp_path / "multi", cfg, seed=3, progress=False, trace=True)
+
+    assert (single.processes, multi.processes) == (1, 2)
+    assert single.steps == multi.steps == 3
+    assert multi.trained_tokens == single.trained_tokens  # counted over both ranks
+    for step in range(3):
+        rank0, rank1 = set(multi.batches[0][step]), set(multi.batches[1][step])
+        assert len(rank0) == len(rank1) == 4  # batch_size 8 is the global batch: 4 rows per process
+        assert not rank0 & rank1  # the ranks saw different rows ...
+        assert rank0 | rank1 == set(single.batches[0][step])  # ... that together are the single process's batch
+
+    base, a, b = _weights(tiny_model_dir), _weights(tmp_path / "single"), _weights(tmp_path / "multi")
+    moved = sum((a[k] - base[k]).norm() ** 2 for k in base) ** 0.5
+    apart = sum((a[k] - b[k]).norm() ** 2 for k in base) ** 0.5
+    assert moved > 1e-3  # training changed the weights ...
+    assert apart < 0.02 * moved  # ... and both runs changed them the same way (up to float reduction order)
+    assert multi.train_loss == pytest.approx(single.train_loss, rel=0.05)
+    assert not list(tmp_path.glob(".multi.job-*"))  # the job folder is removed
+
+
+def test_global_batch_must_split_evenly(tiny_model_dir, tmp_path):
+    cfg = SFTConfig(batch_size=6, distributed=DistributedSettings(processes=4))
+    with pytest.raises(UserError, match="batch_size=6 must be divisible"):
+        launch_training(tiny_model_dir, ROWS, tmp_path / "out", cfg, seed=0, progress=False)
+
+
+def test_launch_flags_per_strategy(tmp_path):
+    ddp = launch_flags(DistributedSettings(processes=2), cuda=False, port=29555)
+    assert "--multi_gpu" in ddp and ddp[ddp.index("--num_processes") + 1] == "2"
+    assert ddp[ddp.index("--mixed_precision") + 1] == "no"
+    fsdp = launch_flags(DistributedSettings(processes=8, strategy="fsdp"), cuda=True, port=1)
+    assert "--use_fsdp" in fsdp and fsdp[fsdp.index("--mixed_precision") + 1] == "bf16"
+    ds = launch_flags(DistributedSettings(processes=8, strategy="deepspeed", zero_stage=3), cuda=True, port=1)
+    assert ds[ds.index("--zero_stage") + 1] == "3"
+    config = tmp_path / "acc.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\n")
+    assert launch_flags(DistributedSettings(processes=2, accelerate_config=str(config)), cuda=True, port=1)[:2] == \
+        ["--config_file", str(config)]
+    with pytest.raises(UserError, match="file not found"):
+        launch_flags(DistributedSettings(processes=2, accelerate_config=str(tmp_path / "nope.yaml")), cuda=True, port=1)
