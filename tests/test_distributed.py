@@ -42,7 +42,7 @@ def test_two_processes_see_different_data_and_match_one_process(tiny_model_dir, 
     moved = sum((a[k] - base[k]).norm() ** 2 for k in base) ** 0.5
     apart = sum((a[k] - b[k]).norm() ** 2 for k in base) ** 0.5
     assert moved > 1e-3  # training changed the weights ...
-    assert apart < 0.02 * moved  # ... and both runs changed them the same way (up to float reduction order)
+    assert apart < 1e-4 * moved  # ... and both runs changed them the same way (measured: 1e-7, float noise)
     assert multi.train_loss == pytest.approx(single.train_loss, rel=0.05)
     assert not list(tmp_path.glob(".multi.job-*"))  # the job folder is removed
 
