@@ -30,11 +30,11 @@ def test_options_hold_only_the_kinds_settings():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"kind": "hf", "base_urls": ["http://a/v1"]}, "base_urls do not apply to engine.kind=hf"),
+    ({"kind": "hf", "base_urls": ["http://a/v1"]}, "base_urls does not apply to engine.kind=hf"),
     ({"kind": "openai"}, "needs either base_urls"),
     ({"kind": "openai", "base_urls": ["http://a/v1"], "launch": "vllm serve {model}"}, "not both"),
     ({"kind": "openai", "base_urls": ["a:8000"]}, "must start with http"),
-    ({"kind": "vllm", "batch_size": 8}, "batch_size do not apply to engine.kind=vllm"),
+    ({"kind": "vllm", "batch_size": 8}, "batch_size does not apply to engine.kind=vllm"),
     ({"replicas": 0}, "'replicas': Input should be greater than or equal to 1"),
     ({"replica_gpus": 1}, "need replicas > 1"),
     ({"kind": "sglang"}, "valid values: hf, openai, vllm"),

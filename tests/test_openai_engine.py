@@ -116,3 +116,22 @@ def test_launch_serves_the_model_and_close_stops_it(smollm2_dir):
         engine.close()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/models", timeout=5)
+
+
+def test_cli_eval_through_a_server(servers, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from forethought.cli import app
+
+    runner = CliRunner()
+    args = ["eval", "--task", "synthetic/arithmetic", "--limit", "3", "--max-new-tokens", "8", "--quiet",
+            "--engine", "openai", "--engine-opt", f"base_urls=[{servers[0].base_url}]", "--output", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(1 <= r["tokens"] <= 8 for r in records)
+    bad = runner.invoke(app, args[:-4] + ["--engine-opt", "batch_size=4", "--output", str(tmp_path / "x")])
+    assert isinstance(bad.exception, UserError)  # the entry point prints it as one line and exits with 2
+    assert "batch_size does not apply to engine.kind=openai" in str(bad.exception)

@@ -50,7 +50,8 @@ class EngineSettings(StrictModel):
     def _fits_kind(self) -> EngineSettings:
         stray = sorted(k for k in self.model_fields_set - {"kind"} if k not in _OWN[self.kind] | _REPLICAS)
         if stray:
-            raise ValueError(f"{', '.join(stray)} do not apply to engine.kind={self.kind}")
+            verb = "does" if len(stray) == 1 else "do"
+            raise ValueError(f"{', '.join(stray)} {verb} not apply to engine.kind={self.kind}")
         if self.kind == "openai" and bool(self.base_urls) == bool(self.launch):
             raise ValueError("engine.kind=openai needs either base_urls (running servers) or launch (a command "
                              "that starts one), not both")
