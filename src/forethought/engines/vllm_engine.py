@@ -59,7 +59,8 @@ class VLLMEngine:
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.sleeping = False
-        self.context = self.llm.llm_engine.model_config.max_model_len
+        config = getattr(self.llm.llm_engine, "model_config", None)
+        self.context = getattr(config, "max_model_len", None) or max_model_len or 1 << 30
 
     def encode(self, request: Request) -> list[int]:
         """Prompt token ids: the chat template for messages (an assistant tail is continued), else the raw text."""
