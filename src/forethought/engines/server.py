@@ -58,6 +58,7 @@ class ManagedServer:
                                                                               suffix=".log")[1])
         self.env = env
         self.process: subprocess.Popen | None = None
+        self._temp_log = log_path is None  # a log we made is removed on stop(), unless the server failed
 
     @classmethod
     def from_template(cls, template: str, model: str, **kwargs) -> ManagedServer:
@@ -86,6 +87,7 @@ class ManagedServer:
         while time.monotonic() < deadline:
             status = self.process.poll()
             if status is not None:
+                self._temp_log = False  # the error message points to it
                 self.stop()
                 raise UserError(f"the server exited with status {status} before answering; "
                                 f"its log ({self.log_path}) ends with:\n{self.log_tail()}")
@@ -98,6 +100,7 @@ class ManagedServer:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.5)
+        self._temp_log = False
         self.stop()
         raise UserError(f"the server did not answer at {self.base_url} within {self.ready_timeout:.0f} s; "
                         f"see its log: {self.log_path}")
@@ -111,6 +114,8 @@ class ManagedServer:
     def stop(self) -> None:
         """Terminate the server's process group (SIGTERM, then SIGKILL after 20 s)."""
         process, self.process = self.process, None
+        if self._temp_log:
+            self.log_path.unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         try:
