@@ -201,3 +201,69 @@ def test_from_loaded_reuses_a_training_model_and_restores_its_mode(tiny_engine):
         model.eval()
     assert modes and not any(modes)
     assert got[0].samples[0].text == expected[0].samples[0].text
+
+
+SHARED = "Let's plan first: find the total, subtract what is used, then answer. The answer is 42. Step 1, step 2, step 3. "
+
+
+def test_shared_prefix_is_encoded_once_and_gives_generates_tokens(tiny_engine, monkeypatch):
+    requests = [Request(prompt=SHARED + tail, max_new_tokens=20) for tail in ("A", "Janet has 16 eggs.", "def solve(x):")]
+    requests.append(Request(prompt=SHARED + "A", max_new_tokens=20))  # a duplicate prompt: encoded once too
+    prefix = len(tiny_engine.encode(Request(prompt=SHARED)))
+    assert prefix >= 16
+    lengths = []
+    hook = tiny_engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        seen = capture_tokens(tiny_engine, monkeypatch)
+        out = tiny_engine.generate(requests, progress=False)
+    finally:
+        hook.remove()
+    assert lengths[0][0] == 1 and lengths[0][1] >= prefix - 2  # the shared prefix, once
+    assert lengths[1][0] == 3  # then the three distinct tails
+    for request, completion in zip(requests, out):
+        expected = reference(tiny_engine, tiny_engine.encode(request), 20)
+        assert expected in seen
+        assert completion.samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("share_prefix,preallocate", [(False, False), (True, True)])
+def test_seeded_sampling_is_the_same_with_or_without_the_fast_paths(tiny_engine, share_prefix, preallocate):
+    requests = [Request(prompt=SHARED + tail, max_new_tokens=16, temperature=0.8, seed=3, n=2)
+                for tail in ("A", "Janet has 16 eggs.")]
+    fast = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
+    tiny_engine.share_prefix, tiny_engine.preallocate = share_prefix, preallocate
+    try:
+        plain = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
+    finally:
+        tiny_engine.share_prefix = tiny_engine.preallocate = True
+    assert fast == plain
+    assert fast == [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
+
+
+def test_growing_cache_writes_in_place_and_keeps_rows(tiny_engine):
+    from forethought.engines.kv_cache import GrowingLayer
+
+    layer = GrowingLayer(capacity=4)
+    k = torch.arange(2 * 3 * 2 * 1, dtype=torch.float32).reshape(2, 3, 2, 1)
+    keys, _ = layer.update(k, k + 100)
+    buffer = layer._keys
+    keys, values = layer.update(k[:, :, :1] + 1000, k[:, :, :1])
+    assert layer._keys is buffer and keys.shape == (2, 3, 3, 1) and layer.get_seq_length() == 3  # no copy
+    assert torch.equal(keys[:, :, :2], k) and torch.equal(keys[:, :, 2:], k[:, :, :1] + 1000)
+    keys, _ = layer.update(k, k)  # past capacity: grows, keeps what was there
+    assert keys.shape[-2] == 5 and torch.equal(keys[:, :, :2], k)
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys[0, :, :2], k[1]) and layer.keys.shape[0] == 1
+
+
+@pytest.mark.slow
+def test_smollm2_batched_greedy_equals_generate(smollm2_dir):
+    """The embedded model, a batch of chat prompts (shared system-prompt prefix, different lengths), token for token."""
+    engine = HFEngine(str(smollm2_dir), device="cpu")
+    questions = ["What is 2 + 3? Answer with one number.", "Name a colour.",
+                 "Tom has 3 apples and buys 4 more. How many apples does he have now?"]
+    requests = [Request(messages=[{"role": "user", "content": q}], max_new_tokens=24) for q in questions]
+    for request, completion in zip(requests, engine.generate(requests, progress=False)):
+        expected = reference(engine, engine.encode(request), 24)
+        assert completion.samples[0].text == engine.tokenizer.decode(expected, skip_special_tokens=True)

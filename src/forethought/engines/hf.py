@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import DynamicCache
 
 from forethought.engines.base import Completion, Request, Sample
+from forethought.engines.kv_cache import make_cache
 from forethought.errors import UserError
 from forethought.models import DEFAULT_MODEL, load_model
+
+
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are encoded with each prompt
 
 
 def physical_cores() -> int:
@@ -93,6 +98,8 @@ class HFEngine:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.preallocate = True  # KV cache in preallocated buffers (False: transformers' concatenating cache)
+        self.share_prefix = True  # encode a prefix shared by a batch's prompts once (False: each prompt whole)
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":
             torch.set_num_threads(physical_cores())
@@ -159,27 +166,16 @@ class HFEngine:
 
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar) -> list[_Row]:
-        """Prefill each unit's prompt once, expand to its rows, decode until every row is finished."""
-        from transformers import DynamicCache
-
-        length = max(len(prompts[u.request]) for u in batch)
-        input_ids = torch.full((len(batch), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for b, unit in enumerate(batch):
-            ids = prompts[unit.request]
-            input_ids[b, length - len(ids):] = torch.tensor(ids)
-            mask[b, length - len(ids):] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
-        expand = torch.tensor([b for b, u in enumerate(batch) for _ in range(u.count)], device=self.device)
-        if len(expand) != len(batch):
+        """Prefill each distinct prompt once (their shared prefix once), expand to rows, decode until all finish."""
+        distinct: dict[tuple[int, ...], int] = {}
+        slot = [distinct.setdefault(tuple(prompts[u.request]), len(distinct)) for u in batch]
+        longest = max(requests[u.request].max_new_tokens for u in batch)
+        logits, mask, cache = self._prefill(list(distinct), longest)
+        expand = torch.tensor([slot[b] for b, u in enumerate(batch) for _ in range(u.count)], device=self.device)
+        if len(expand) != len(distinct) or (expand != torch.arange(len(expand), device=self.device)).any():
             cache.batch_select_indices(expand)
             logits, mask = logits[expand], mask[expand]
-        position = positions[expand, -1] + 1
+        position = mask.sum(-1)
         all_rows = [self._row(requests[u.request], u.start + k) for u in batch for k in range(u.count)]
         rows = list(all_rows)
         while True:
@@ -207,6 +203,36 @@ class HFEngine:
                              past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :].float()
             position = position + 1
+
+    def _prefill(self, prompts: list[tuple[int, ...]], new_tokens: int):
+        """Encode `prompts` into a fresh KV cache; the prefix they all share is computed once and copied.
+
+        Returns the last-position logits, the attention mask (prompts left-padded after the shared prefix)
+        and the cache.
+        """
+        shared = 0
+        if len(prompts) > 1 and self.share_prefix:
+            shortest = min(len(p) for p in prompts)
+            while shared < shortest - 1 and all(p[shared] == prompts[0][shared] for p in prompts):
+                shared += 1
+            shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        length = max(len(p) for p in prompts) - shared
+        cache = (make_cache(self.model.config, shared + length + new_tokens) if self.preallocate
+                 else DynamicCache(config=self.model.config))
+        if shared:
+            head = torch.tensor([prompts[0][:shared]], device=self.device)
+            self.model(input_ids=head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(len(prompts))
+        input_ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
+        tail = torch.zeros((len(prompts), length), dtype=torch.long)
+        for b, ids in enumerate(prompts):
+            input_ids[b, length - len(ids) + shared:] = torch.tensor(ids[shared:])
+            tail[b, length - len(ids) + shared:] = 1
+        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long), tail], dim=1).to(self.device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, shared:]
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].float(), mask, cache
 
     def _row(self, request: Request, index: int) -> _Row:
         generator = None
