@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from forethought.plans.leak import plan_leaks
+from forethought.plans.leak import follows, plan_leaks
 
 OPEN = "```python\n"  # the assistant turn starts with this; generation of a plan stops at CLOSE
 CLOSE = "```"
@@ -23,6 +23,9 @@ _CODE_LINE = re.compile(
     r"|[A-Za-z_][\w.]*\(.*\)\s*(?:#.*)?$)"
 )
 _WORD = re.compile(r"[a-z0-9]+")
+_STATED = re.compile(r"\breturn\b|\bprint\s*\(|\byield\b|\\boxed\{|\b(?:final_?)?(?:answer|result)\s*"
+                     r"(?:=|:|is|would\s+be|will\s+be|should\s+be)", re.IGNORECASE)
+_OPENERS = re.compile(r"\s*[\[$]")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def problem(plan: str) -> str | None:
     lines = _code_lines(plan)
     if not any(line.strip() for line in lines):
         return "empty"
-    if not _balanced(plan):
+    if not _balanced(plan, lines):
         return "unbalanced"
     for i, line in enumerate(lines):
         if line.rstrip().endswith(":"):
@@ -109,12 +112,12 @@ def _code_lines(plan: str) -> list[str]:
     return out
 
 
-def _balanced(plan: str) -> bool:
+def _balanced(plan: str, lines: list[str]) -> bool:
     """Brackets pair up and every triple-quoted string closes (single quotes may be apostrophes in prose)."""
     if plan.count('"""') % 2 or plan.count("'''") % 2:
         return False
     stack = []
-    for c in "\n".join(_code_lines(plan)):
+    for c in "".join(lines):
         if c in "([{":
             stack.append(c)
         elif c in _PAIRS and (not stack or stack.pop() != _PAIRS[c]):
@@ -141,11 +144,20 @@ def leaks(plan: str, gold: str, answer_type: str, choices: Sequence[str] = (), p
     gold = gold.strip()
     if not gold:
         return False
-    stated = (r"(?:\breturn\b|\bprint\s*\(|\byield\b|\\boxed\{|\b(?:final_?)?(?:answer|result)\s*"
-              r"(?:=|:|is|would\s+be|will\s+be|should\s+be))"
-              rf"\s*[\"'(\[$*]*\s*{re.escape(gold)}(?![\w]|\.\d)")
-    if re.search(stated, plan, re.IGNORECASE):
+    if any(_gold_at(plan, m.end(), gold) for m in _STATED.finditer(plan)):
         return True
     if prompt and answer_type != "choice" and plan_leaks(prompt, gold, answer_type, choices):
         return False  # the gold is already in the prompt: mentioning it is not giving it away, only stating it
     return plan_leaks(plan, gold, answer_type, choices)
+
+
+def _gold_at(plan: str, pos: int, gold: str) -> bool:
+    """The gold follows a stating keyword, after quotes, brackets or '$' (and is not the start of '18.5')."""
+    while True:
+        if follows(plan, pos, gold):
+            end = plan.lower().find(gold.lower(), pos) + len(gold)
+            return not (plan[end:end + 1] == "." and plan[end + 1:end + 2].isdigit())
+        opener = _OPENERS.match(plan, pos)
+        if opener is None:
+            return False
+        pos = opener.end()

@@ -36,11 +36,29 @@ def plan_leaks(plan: str, gold: str, answer_type: str, choices: Sequence[str] = 
     return False  # yesno: only a stated answer counts
 
 
+_STATED = re.compile(r"(?:answer\s*(?:is|:|=|would\s+be|will\s+be|should\s+be)|\\boxed\{|\b(?:option|choice)\s)",
+                     re.IGNORECASE)
+_OPENERS = re.compile(r"\s*[*\"'(]")
+_SPACES = re.compile(r"\s*")
+
+
 def _states_answer(plan: str, gold: str) -> bool:
-    """'the answer is GOLD', 'answer: (GOLD)', '\\boxed{GOLD}', 'option GOLD'..."""
-    pattern = (r"(?:answer\s*(?:is|:|=|would\s+be|will\s+be|should\s+be)|\\boxed\{|\b(?:option|choice)\s)"
-               rf"\s*[*\"'(]*\s*{re.escape(gold)}(?!\w)")
-    return re.search(pattern, plan, re.IGNORECASE) is not None
+    """'the answer is GOLD', 'answer: (GOLD)', '\\boxed{GOLD}', 'option GOLD'... (one fixed regex, no compile per gold)"""
+    return any(follows(plan, m.end(), gold) for m in _STATED.finditer(plan))
+
+
+def follows(text: str, pos: int, gold: str) -> bool:
+    """`gold` (case-insensitive, not followed by a word character) starts at `pos` after spaces and any of *"'("""
+    gold = gold.lower()
+    while True:
+        start = _SPACES.match(text, pos).end()
+        end = start + len(gold)
+        if text[start:end].lower() == gold and (end == len(text) or not (text[end].isalnum() or text[end] == "_")):
+            return True
+        opener = _OPENERS.match(text, pos)
+        if opener is None:
+            return False
+        pos = opener.end()
 
 
 def _option_leaks(plan: str, letter: str, choices: Sequence[str]) -> bool:

@@ -1,0 +1,95 @@
+"""The CodePlan recipe: task corpus -> annotation -> training with and without plans -> evaluation, and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from forethought import plans
+from forethought.codeplan import CodePlanConfig, run_codeplan, training_rows
+from forethought.config import load_config
+from forethought.engines.base import Completion, Sample
+from forethought.plans import code
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("codeplan*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_codeplan_recipes_validate_and_document_their_command(path):
+    assert {p.name for p in RECIPES} >= {"codeplan.yaml", "codeplan_cpu.yaml"}
+    cfg = load_config(CodePlanConfig, path)
+    header = path.read_text().split("\nmodel:")[0]
+    assert f"forethought codeplan recipes/{path.name}" in header
+    assert cfg.variants == ["code", "none"]
+
+
+def test_training_rows_with_and_without_plans_use_the_eval_prompts():
+    records = [{"index": 3, "prompt": "Q?", "plan": "x = a + b\nreturn x", "response": "So 5. The answer is 5."}]
+    (with_plan,) = training_rows(records, "code", "number")
+    (vanilla,) = training_rows(records, "none", "number")
+    assert with_plan["messages"][0] == plans.code_messages("Q?", "number")[0]
+    assert with_plan["messages"][1]["content"] == "```python\nx = a + b\nreturn x\n```\nSo 5. The answer is 5."
+    assert vanilla["messages"] == plans.question_messages("Q?", "number") + [
+        {"role": "assistant", "content": "So 5. The answer is 5."}]
+    assert with_plan["id"] == vanilla["id"] == "3"
+
+
+class Annotator:
+    """Writes a well-formed plan for every other pair and a truncated one for the rest."""
+
+    name = "scripted-annotator"
+
+    def __init__(self):
+        self.requests = 0
+
+    def generate(self, requests, *, progress=True):
+        self.requests += len(requests)
+        return [Completion([Sample("def solve(q):\n    parts = read(q)\n    return combine(parts)\n", 12, "stop")
+                            if i % 2 == 0 else Sample("def solve(q", 128, "length")], 40)
+                for i, _ in enumerate(requests)]
+
+
+def test_codeplan_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
+    import forethought.engines as engines
+
+    real, built = engines.get_engine, []
+
+    def get_engine(kind, model, **options):
+        built.append(model)
+        return Annotator() if model == "annotator" else real(kind, model, **options)
+
+    monkeypatch.setattr(engines, "get_engine", get_engine)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"model: {tiny_model_dir}\nannotator: annotator\n"
+        "corpus_task: {name: synthetic/arithmetic, options: {train_size: 6, test_size: 3}, limit: 6}\n"
+        "annotate: {max_new_tokens: 128, chunk_size: 4}\n"
+        "engine: {batch_size: 8, device: cpu}\n"
+        "learner: {max_steps: 2, batch_size: 2, max_length: 256, lora: {r: 4, alpha: 8}}\n"
+        "eval: {task: synthetic/arithmetic, options: {train_size: 6, test_size: 3}, max_new_tokens: 4, "
+        "plan_max_new_tokens: 4}\n"
+        f"eval_base: true\noutput: {tmp_path / 'run'}\n"
+    )
+    summary = run_codeplan(recipe, [], progress=False)
+    root = tmp_path / "run"
+    assert summary["annotation"]["processed"] == 6 and summary["annotation"]["kept"] == 3
+    assert summary["annotation"]["filtered"] == {"truncated": 3}
+    assert set(summary["models"]) == {"code", "none", "base_code", "base_none"}
+    for name, m in summary["models"].items():
+        assert m["n"] == 3 and 0 <= m["accuracy"] <= 1 and m["plan_format"] == name.removeprefix("base_")
+    assert summary["models"]["code"]["train"]["steps"] == 2 and summary["models"]["base_code"]["train"] is None
+    assert "code_minus_none" in summary and set(summary["seconds"]) >= {"annotate", "train_code", "eval_none"}
+    code_rows = [json.loads(x) for x in (root / "code" / "train.jsonl").read_text().splitlines()]
+    none_rows = [json.loads(x) for x in (root / "none" / "train.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in code_rows] == [r["id"] for r in none_rows] == ["0", "2", "4"]  # the same kept pairs
+    assert all(r["messages"][-1]["content"].startswith(code.OPEN) for r in code_rows)
+    assert not any(code.OPEN in json.dumps(r) for r in none_rows)
+    corpus = [json.loads(x) for x in (root / "corpus.jsonl").read_text().splitlines()]
+    assert len(corpus) == 6 and all(set(r) == {"prompt", "response", "answer"} for r in corpus)
+    assert all(r["response"].endswith(f"The answer is {r['answer']}.") for r in corpus)
+
+    built.clear()
+    assert run_codeplan(recipe, [], progress=False)["models"] == summary["models"]
+    assert built == []  # everything was done: no model is loaded again
