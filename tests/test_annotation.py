@@ -256,3 +256,25 @@ def test_streams_100k_lines_in_bounded_memory(tmp_path):
     assert big["processed"] == 100_000 and big["kept"] == 25_000
     assert (tmp_path / "o100000.jsonl").read_text().count("\n") == 25_000
     assert big["peak_kib"] - small["peak_kib"] < 16 * 1024, results  # the corpus itself is ~90 MB
+
+
+def test_cli_annotate_with_a_tiny_model_and_a_one_line_error(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from forethought.cli import app, main
+
+    corpus = _corpus(tmp_path / "c.jsonl", 3)
+    out = tmp_path / "ann.jsonl"
+    args = ["annotate", "--model", str(tiny_model_dir), "--input", str(corpus), "--prompt-field", "q",
+            "--response-field", "a", "--output", str(out), "--max-new-tokens", "4", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "ann.stats.json").read_text())
+    assert stats["processed"] == 3 and stats["model"] == str(tiny_model_dir) and "filtered" in result.output
+    assert stats["tokens_generated"] > 0
+    bad = ["annotate", "--model", str(tiny_model_dir), "--input", str(corpus), "--output", str(tmp_path / "b.jsonl")]
+    monkeypatch.setattr("sys.argv", ["forethought", *bad])  # default --prompt-field 'prompt' is not in the corpus
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "field 'prompt' is missing" in err and "Traceback" not in err

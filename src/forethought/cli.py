@@ -206,6 +206,76 @@ def models_cmd():
     out.print(table)
 
 
+@app.command()
+def annotate(
+    input: str = typer.Option(..., "--input", "-i", help="Corpus: a JSONL file, or a Hugging Face Hub dataset id (streamed)."),
+    output: Path = typer.Option(..., "--output", "-o", help="JSONL of kept {index, prompt, plan, response} records."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="The annotator: embedded name, local HF dir, .gguf file or hub id."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="Field holding the prompt."),
+    response_field: str = typer.Option("response", "--response-field", help="Field holding the reference response."),
+    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field holding the final answer (default: found in the response)."),
+    split: str = typer.Option("train", "--split", help="Split of a Hub dataset."),
+    hub_config: Optional[str] = typer.Option(None, "--hub-config", help="Configuration (subset) of a Hub dataset."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Annotate only the first N records."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Plan length limit (longer plans are filtered)."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    chunk_size: int = typer.Option(64, "--chunk-size", min=1, help="Records per engine call and per commit."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    copy_threshold: float = typer.Option(0.5, "--copy-threshold", help="Share of a plan's 5-grams found in the response that makes it a copy."),
+    dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe", help="Drop repeated (prompt, response) pairs."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Annotate prompt/response pairs with pseudocode plans (CodePlan data); run it again to resume after a kill."""
+    from forethought.annotation import AnnotateConfig
+    from forethought.annotation import annotate as run_annotation
+    from forethought.config import validate
+    from forethought.engines import get_engine
+
+    cfg = validate(AnnotateConfig, dict(
+        input=input, prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
+        split=split, hub_config=hub_config, limit=limit, max_new_tokens=max_new_tokens, temperature=temperature,
+        seed=seed, chunk_size=chunk_size, copy_threshold=copy_threshold, dedupe=dedupe), "annotate")
+    engine = get_engine("hf", model, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code)
+    stats = run_annotation(engine, cfg, output, model_name=model, progress=not quiet)
+    table = Table(title=f"annotation · {model}")
+    for col in ("processed", "kept", "kept %", "mean words prompt / plan / response", "tok/s", "records/s"):
+        table.add_column(col, justify="right")
+    w = stats["mean_words"]
+    table.add_row(str(stats["processed"]), str(stats["kept"]), f"{100 * stats['kept_fraction']:.1f}",
+                  f"{w['prompt']:.0f} / {w['plan']:.0f} / {w['response']:.0f}", f"{stats['tokens_per_second']:.1f}",
+                  f"{stats['records_per_second']:.2f}")
+    out.print(table)
+    filtered = ", ".join(f"{k} {v}" for k, v in stats["filtered"].items()) or "none"
+    out.print(f"filtered: {filtered}")
+    out.print(f"wrote {output} (statistics in {output.name.removesuffix('.jsonl')}.stats.json beside it)")
+
+
+@app.command()
+def codeplan(
+    recipe: Path = typer.Argument(..., help="A CodePlan recipe YAML (see recipes/codeplan*.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. eval.limit=50 output=runs/x."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Run (or resume) CodePlan: annotate a corpus, train with and without plans, evaluate both."""
+    from forethought.codeplan import run_codeplan
+
+    summary = run_codeplan(recipe, overrides or [], progress=not quiet)
+    table = Table(title="CodePlan")
+    for col in ("model", "plan format", "accuracy", "95% CI", "unparseable", "questions"):
+        table.add_column(col, justify="right")
+    for name, m in summary["models"].items():
+        table.add_row(name, m["plan_format"], f"{m['accuracy']:.3f}", _fmt_ci(m["ci95"]), str(m["unparseable"]),
+                      str(m["n"]))
+    out.print(table)
+    a = summary["annotation"]
+    out.print(f"annotation: kept {a['kept']} of {a['processed']} ({100 * (a['kept_fraction'] or 0):.1f}%)")
+    if d := summary.get("code_minus_none"):
+        out.print(f"code - none: {100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+
+
 def _installed(package: str) -> bool:
     import importlib.metadata
 
