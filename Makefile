@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 FT := $(VENV)/bin/forethought
 
-.PHONY: install install-test quickstart test bench bench-replicas clean
+.PHONY: install install-test quickstart test bench bench-sampling bench-replicas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: install-test
 
 bench: install
 	$(PY) bench/bench_engine.py
+
+bench-sampling: install
+	$(PY) bench/bench_sampling.py
 
 bench-replicas: install-test
 	$(PY) bench/bench_replicas.py

@@ -99,7 +99,7 @@ class HFEngine:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.preallocate = True  # KV cache in preallocated buffers (False: transformers' concatenating cache)
-        self.share_prefix = True  # encode a prefix shared by a batch's prompts once (False: each prompt whole)
+        self.share_prefix = True  # encode a batch's shared prefix and repeated prompts once (False: each prompt whole)
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":
             torch.set_num_threads(physical_cores())
@@ -167,10 +167,16 @@ class HFEngine:
     @torch.inference_mode()
     def _run_batch(self, batch: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar) -> list[_Row]:
         """Prefill each distinct prompt once (their shared prefix once), expand to rows, decode until all finish."""
-        distinct: dict[tuple[int, ...], int] = {}
-        slot = [distinct.setdefault(tuple(prompts[u.request]), len(distinct)) for u in batch]
+        slots: dict = {}
+        distinct, slot = [], []  # the batch's distinct prompts; each unit's index into them
+        for b, unit in enumerate(batch):
+            key = tuple(prompts[unit.request]) if self.share_prefix else b
+            if key not in slots:
+                slots[key] = len(distinct)
+                distinct.append(prompts[unit.request])
+            slot.append(slots[key])
         longest = max(requests[u.request].max_new_tokens for u in batch)
-        logits, mask, cache = self._prefill(list(distinct), longest)
+        logits, mask, cache = self._prefill(distinct, longest)
         expand = torch.tensor([slot[b] for b, u in enumerate(batch) for _ in range(u.count)], device=self.device)
         if len(expand) != len(distinct) or (expand != torch.arange(len(expand), device=self.device)).any():
             cache.batch_select_indices(expand)
@@ -204,7 +210,7 @@ class HFEngine:
             logits = out.logits[:, -1, :].float()
             position = position + 1
 
-    def _prefill(self, prompts: list[tuple[int, ...]], new_tokens: int):
+    def _prefill(self, prompts: list[list[int]], new_tokens: int):
         """Encode `prompts` into a fresh KV cache; the prefix they all share is computed once and copied.
 
         Returns the last-position logits, the attention mask (prompts left-padded after the shared prefix)
