@@ -206,7 +206,7 @@ def test_from_loaded_reuses_a_training_model_and_restores_its_mode(tiny_engine):
 SHARED = "Let's plan first: find the total, subtract what is used, then answer. The answer is 42. Step 1, step 2, step 3. "
 
 
-def test_shared_prefix_is_encoded_once_and_gives_generates_tokens(tiny_engine, monkeypatch):
+def test_shared_prefix_is_encoded_once_and_matches_generate(tiny_engine, monkeypatch):
     requests = [Request(prompt=SHARED + tail, max_new_tokens=20) for tail in ("A", "Janet has 16 eggs.", "def solve(x):")]
     requests.append(Request(prompt=SHARED + "A", max_new_tokens=20))  # a duplicate prompt: encoded once too
     prefix = len(tiny_engine.encode(Request(prompt=SHARED)))
