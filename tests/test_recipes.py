@@ -14,7 +14,15 @@ RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").gl
 
 def test_recipes_exist():
     names = {p.name for p in RECIPES}
-    assert {"quickstart.yaml", "quickstart_lepa.yaml", "lepa_math.yaml", "rest_em_math.yaml", "star_gsm8k.yaml", "pps_arc.yaml"} <= names
+    assert {"quickstart.yaml", "quickstart_rest_em.yaml", "lepa_math.yaml", "rest_em_math.yaml", "star_gsm8k.yaml",
+            "pps_arc.yaml"} <= names
+
+
+def test_quickstart_is_lepa_with_plans():
+    cfg = load_config(RunConfig, RECIPES[0].parent / "quickstart.yaml")
+    assert (cfg.method, cfg.sampler.kind, cfg.sampler.plan_format, cfg.model) == ("lepa", "lepa", "natural",
+                                                                                   "smollm2-135m")
+    assert cfg.task.name.startswith("synthetic/") and not cfg.eval.fewshot  # built-in task, zero-shot evaluation
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

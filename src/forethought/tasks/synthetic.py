@@ -45,28 +45,26 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
-# One plan line per kind of event in an arithmetic story: the method, never the numbers.
-PLAN_LINES = {
-    "add": "Getting, finding or buying more adds to the total, so add that number.",
-    "sub": "Losing, giving away, selling or eating takes away from the total, so subtract that number.",
-    "half": "Giving away half leaves half, so divide the total by 2.",
-    "bags": "For bags or packs, first multiply the number of bags by the number in each, then add that product.",
-}
-
-
 def _numbered(lines: list[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
 
 
+_MORE, _LESS = "adds to the total, so add the number", "makes the total smaller, so subtract the number"
+
+
 def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str, str]:
-    """(question, gold, reference, plan) for a word problem whose solution takes `difficulty` operations."""
+    """(question, gold, worked solution, plan) for a word problem whose solution takes `difficulty` operations.
+
+    Each event carries its plan line: the method for that kind of event, never its numbers.
+    """
     (name, he, him, his), (friend, *_) = rng.sample(NAMES, 2)
     items, edible = rng.choice(ITEMS)
     top = 10 if difficulty == 1 else 20
     x = rng.randint(2, top)
     opening = rng.choice([f"{name} has {x} {items}", f"{name} starts with {x} {items}",
                           f"{name} has a box with {x} {items}"])
-    steps, actions, kinds_used = [f"{name} starts with {x} {items}."], [], []
+    steps, actions, plan = [f"{name} starts with {x} {items}."], [], [
+        f"Start from the number of {items} {name} has at the beginning."]
     left = difficulty
     while left:
         kinds = ["add", "sub"] + (["half"] if x % 2 == 0 and x >= 4 and difficulty > 1 else []) \
@@ -74,31 +72,36 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, s
         kind = rng.choice(kinds)
         if kind == "add":
             b = rng.randint(1, top)
-            actions.append(rng.choice([f"buys {b} more", f"gets {b} more from {friend}", f"finds {b} more",
-                                       f"is given {b} more by {friend}"]))
-            steps.append(f"Adding {b} gives {x} + {b} = {x + b}.")
-            x, left = x + b, left - 1
-            kinds_used.append(kind)
+            action, how = rng.choice([
+                (f"buys {b} more", f"Buying more {items} {_MORE} bought."),
+                (f"gets {b} more from {friend}", f"Getting more {items} {_MORE} received."),
+                (f"finds {b} more", f"Finding more {items} {_MORE} found."),
+                (f"is given {b} more by {friend}", f"Being given more {items} {_MORE} given.")])
+            work, x, left = f"{x} + {b} = {x + b}", x + b, left - 1
         elif kind == "sub" and x > 1:
             b = rng.randint(1, x - 1)
-            actions.append(rng.choice([f"gives {b} to {friend}", f"loses {b}", f"sells {b}"]
-                                      + ([f"eats {b}"] if edible else [])))
-            steps.append(f"Taking away {b} leaves {x} - {b} = {x - b}.")
-            x, left = x - b, left - 1
-            kinds_used.append(kind)
+            action, how = rng.choice([
+                (f"gives {b} to {friend}", f"Giving {items} away {_LESS} given away."),
+                (f"loses {b}", f"Losing {items} {_LESS} lost."),
+                (f"sells {b}", f"Selling {items} {_LESS} sold.")]
+                + ([(f"eats {b}", f"Eating {items} {_LESS} eaten.")] if edible else []))
+            work, x, left = f"{x} - {b} = {x - b}", x - b, left - 1
         elif kind == "half":
-            actions.append(rng.choice([f"gives half of {his} {items} to {friend}",
-                                       f"shares {his} {items} equally with {friend}, keeping half"]))
-            steps.append(f"Half of {x} is {x} / 2 = {x // 2}.")
-            x, left = x // 2, left - 1
-            kinds_used.append(kind)
+            action = rng.choice([f"gives half of {his} {items} to {friend}",
+                                 f"shares {his} {items} equally with {friend}, keeping half"])
+            how = "Giving away half leaves half, so divide the total by 2."
+            work, x, left = f"{x} / 2 = {x // 2}", x // 2, left - 1
         elif kind == "bags":
             k, b = rng.randint(2, 5), rng.randint(2, 6)
-            actions.append(rng.choice([f"buys {k} bags with {b} {items} in each",
-                                       f"gets {k} packs of {b} {items} from {friend}"]))
-            steps.append(f"{k} bags of {b} make {k} * {b} = {k * b}, so {x} + {k * b} = {x + k * b}.")
-            x, left = x + k * b, left - 2
-            kinds_used.append(kind)
+            action = rng.choice([f"buys {k} bags with {b} {items} in each",
+                                 f"gets {k} packs of {b} {items} from {friend}"])
+            how = "Bags or packs hold several each, so multiply the bags by the number in each, then add that."
+            work, x, left = f"{k} * {b} = {k * b} and {x} + {k * b} = {x + k * b}", x + k * b, left - 2
+        else:
+            continue
+        actions.append(action)
+        steps.append(f"{_cap(he)} {action}, so {work}.")
+        plan.append(how)
     if rng.random() < 0.5:  # "Tom has 3 apples and buys 4 more." or "Tom has 3 apples. He buys 4 more."
         story = [f"{opening} and {actions[0]}."] + [f"{_cap(he)} {a}." for a in actions[1:]]
     else:
@@ -106,10 +109,8 @@ def arithmetic_problem(rng: random.Random, difficulty: int) -> tuple[str, str, s
                                    for i, a in enumerate(actions)]
     ask = rng.choice([f"How many {items} does {name} have now?", f"How many {items} does {he} have now?",
                       f"How many {items} does {name} have in the end?", f"How many {items} does {he} have?"])
-    plan = _numbered([f"Start from the number of {items} {name} has at the beginning."]
-                     + [PLAN_LINES[k] for k in dict.fromkeys(kinds_used)]
-                     + ["Apply the events in the order they happen; the total after the last one is the answer."])
-    return " ".join(story + [ask]), str(x), "\n".join(steps + [f"The answer is {x}."]), plan
+    plan = _numbered(list(dict.fromkeys(plan)) + [f"The result is how many {items} {name} has at the end."])
+    return " ".join(story + [ask]), str(x), " ".join(steps + [f"The answer is {x}."]), plan
 
 
 def last_letters_problem(rng: random.Random, difficulty: int) -> tuple[str, str, str, str]:
