@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import DynamicCache
 
 from forethought.engines.base import Completion, Request, Sample
 from forethought.engines.kv_cache import make_cache
+from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
 from forethought.models import DEFAULT_MODEL, load_model
 
@@ -152,14 +150,14 @@ class HFEngine:
         training = self.model.training  # a learner's model may be in train mode: generate in eval, then restore
         self.model.eval()
         try:
-            with _Progress(len(requests), enabled=progress) as bar:
+            with RequestProgress(len(requests), enabled=progress) as bar:
                 for batch in batches:
                     rows = iter(self._run_batch(batch, requests, prompts, bar))
                     for unit in batch:
                         for k in range(unit.count):
                             samples[unit.request][unit.start + k] = self._finish(next(rows))
                         pending[unit.request] -= 1
-                        bar.requests_done(pending[unit.request] == 0)
+                        bar.done(0, requests=int(pending[unit.request] == 0))
         finally:
             self.model.train(training)
         return [Completion(samples=s, prompt_tokens=len(p)) for s, p in zip(samples, prompts)]  # type: ignore[misc]
@@ -195,7 +193,7 @@ class HFEngine:
                 if logprobs is not None:
                     row.logprob_sum += logprobs[k]
             self._check_finished(rows)
-            bar.tokens(len(rows))
+            bar.done(len(rows), requests=0)
             keep = [k for k, row in enumerate(rows) if row.finish is None]
             if not keep:
                 return all_rows
@@ -300,34 +298,3 @@ class HFEngine:
         lp_sum = row.logprob_sum if row.request.logprobs else None
         lp_mean = row.logprob_sum / len(row.tokens) if row.request.logprobs else None
         return Sample(text=text, tokens=len(row.tokens), finish_reason=finish, logprob_sum=lp_sum, logprob_mean=lp_mean)
-
-
-class _Progress:
-    """A rich progress bar of completed requests with generated tokens/s; a no-op when disabled."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.enabled, self.generated, self.start = enabled, 0, time.perf_counter()
-        self.bar = Progress(
-            TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-        ) if enabled else None
-        self.task = self.bar.add_task("generate", total=total, rate="") if self.bar else None
-
-    def __enter__(self) -> _Progress:
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar:
-            self.bar.stop()
-
-    def tokens(self, count: int) -> None:
-        self.generated += count
-        if self.bar:
-            rate = self.generated / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.update(self.task, rate=f"{self.generated} tokens, {rate:.1f} tok/s")
-
-    def requests_done(self, done: bool) -> None:
-        if self.bar and done:
-            self.bar.advance(self.task)

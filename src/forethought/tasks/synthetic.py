@@ -175,16 +175,7 @@ class SyntheticTask(Task):
         """Generate the split (`data` is ignored): the test questions come first, so train never repeats them."""
         split, o = self._split(split), self.options
         wanted = o.test_size + (o.train_size if split == "train" else 0)
-        rng = random.Random(f"{self.name}/{o.difficulty}/{o.seed}")
-        seen: set[str] = set()
-        rows: list[tuple[str, str, str]] = []
-        for _ in range(20 * wanted + 1000):
-            if len(rows) == wanted:
-                break
-            q, gold, ref, _ = self._make(rng, o.difficulty)
-            if q not in seen:
-                seen.add(q)
-                rows.append((q, gold, ref))
+        rows = self._distinct(random.Random(f"{self.name}/{o.difficulty}/{o.seed}"), wanted, set())
         if len(rows) < wanted:
             raise UserError(f"task '{self.name}': could only make {len(rows)} distinct problems at difficulty "
                                 f"{o.difficulty}; lower train_size/test_size")
@@ -192,21 +183,26 @@ class SyntheticTask(Task):
         rows = rows[:limit] if limit is not None else rows
         tag = f"{self.name}/d{o.difficulty}-s{o.seed}/{split}"
         return [Example(id=f"{tag}/{i}", question=q, gold=g, reference=r,
-                        meta={"difficulty": o.difficulty, "seed": o.seed}) for i, (q, g, r) in enumerate(rows)]
+                        meta={"difficulty": o.difficulty, "seed": o.seed}) for i, (q, g, r, _) in enumerate(rows)]
 
     def demos(self, k: int) -> list[Demo]:
         """`k` worked (question, plan, solution) demonstrations from their own stream, never a train/test question."""
-        o = self.options
-        taken = {ex.question for ex in self.load(split="train")} | {ex.question for ex in self.load(split="test")}
-        rng, out = random.Random(f"{self.name}/{o.difficulty}/{o.seed}/demos"), []
-        for _ in range(100 * k + 100):
-            if len(out) == k:
+        o, taken = self.options, set()
+        self._distinct(random.Random(f"{self.name}/{o.difficulty}/{o.seed}"), o.test_size + o.train_size, taken)
+        rows = self._distinct(random.Random(f"{self.name}/{o.difficulty}/{o.seed}/demos"), k, taken)
+        return [Demo(q, plan, ref) for q, _, ref, plan in rows]
+
+    def _distinct(self, rng: random.Random, wanted: int, taken: set[str]) -> list[tuple[str, str, str, str]]:
+        """Up to `wanted` generated problems whose questions are not in `taken` (which they are added to)."""
+        rows = []
+        for _ in range(20 * wanted + 1000):
+            if len(rows) == wanted:
                 break
-            q, _, ref, plan = self._make(rng, o.difficulty)
-            if q not in taken:
-                taken.add(q)
-                out.append(Demo(q, plan, ref))
-        return out
+            row = self._make(rng, self.options.difficulty)
+            if row[0] not in taken:
+                taken.add(row[0])
+                rows.append(row)
+        return rows
 
 
 def arithmetic(**options) -> SyntheticTask:
