@@ -267,3 +267,75 @@ def test_smollm2_batched_greedy_equals_generate(smollm2_dir):
     for request, completion in zip(requests, engine.generate(requests, progress=False)):
         expected = reference(engine, engine.encode(request), 24)
         assert completion.samples[0].text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_continuous_batching_refills_finished_rows_and_matches_generate(tiny_engine, monkeypatch):
+    """Rows that finish early are replaced by waiting requests mid-decode; every output still equals generate."""
+    from forethought.engines import hf
+
+    lengths = [5, 9, 6, 20, 14]  # rows finish at different steps (longest prompts start first: 2, 4, 0, 1, 3)
+    requests = [Request(prompt=p, max_new_tokens=n) for p, n in zip(PROMPTS, lengths)]
+    merges = []
+    monkeypatch.setattr(hf, "merge_rows", lambda *a, **k: merges.append(a[3]) or _merge(*a, **k))  # a[3]: trim
+    shapes = []
+    hook = tiny_engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    batch_size, tiny_engine.batch_size = tiny_engine.batch_size, 2
+    try:
+        seen = capture_tokens(tiny_engine, monkeypatch)
+        out = tiny_engine.generate(requests, progress=False)
+        tiny_engine.continuous = False
+        plain = tiny_engine.generate(requests, progress=False)
+    finally:
+        hook.remove()
+        tiny_engine.batch_size, tiny_engine.continuous = batch_size, True
+    assert len(merges) == 3  # requests joined a running batch
+    first_decode = next(i for i, s in enumerate(shapes) if s[1] == 1)
+    assert any(s[1] > 1 for s in shapes[first_decode:])  # a prefill happened while others were decoding
+    assert max(s[0] for s in shapes) <= 2
+    for request, completion, other in zip(requests, out, plain):
+        expected = reference(tiny_engine, tiny_engine.encode(request), request.max_new_tokens)
+        assert expected in seen
+        assert completion.samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+        assert completion.samples[0].text == other.samples[0].text
+
+
+def _merge(*args, **kwargs):
+    from forethought.engines.kv_cache import merge_rows
+
+    return merge_rows(*args, **kwargs)
+
+
+def test_seeded_sampling_is_the_same_with_or_without_continuous_batching(tiny_engine):
+    requests = [Request(prompt=p, max_new_tokens=n, temperature=0.9, seed=7, n=2)
+                for p, n in zip(PROMPTS, [3, 12, 5, 9, 7])]
+    batch_size, tiny_engine.batch_size = tiny_engine.batch_size, 3
+    try:
+        refilled = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
+        tiny_engine.continuous = False
+        batched = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
+    finally:
+        tiny_engine.batch_size, tiny_engine.continuous = batch_size, True
+    assert refilled == batched
+
+
+def test_merge_rows_right_aligns_pads_with_zeros_and_trims():
+    from transformers import DynamicCache
+
+    from forethought.engines.kv_cache import GrowingLayer, merge_rows
+
+    def cache(values: torch.Tensor) -> DynamicCache:
+        c = DynamicCache()
+        c.layers = [GrowingLayer(8)]
+        c.layers[0].update(values, -values)
+        return c
+
+    a = torch.arange(1, 1 + 2 * 1 * 5 * 1, dtype=torch.float32).reshape(2, 1, 5, 1)  # 2 rows, 5 columns
+    b = torch.arange(101, 101 + 1 * 1 * 3 * 1, dtype=torch.float32).reshape(1, 1, 3, 1)  # 1 row, 3 columns
+    merged = merge_rows(cache(a), cache(b), capacity=6, trim=1).layers[0]
+    assert merged.keys.shape == (3, 1, 4, 1) and merged._keys.shape[-2] == 6
+    assert torch.equal(merged.keys[:2], a[:, :, 1:])  # the first column, unused by every row, is trimmed
+    assert torch.equal(merged.keys[2, 0, :, 0], torch.tensor([0.0, 101, 102, 103]))  # left-padded with zeros
+    assert torch.equal(merged.values, -merged.keys)
+    keys, _ = merged.update(torch.ones(3, 1, 1, 1), torch.ones(3, 1, 1, 1))  # keeps decoding in place
+    assert keys.shape == (3, 1, 5, 1) and torch.equal(keys[:, :, 4], torch.ones(3, 1, 1))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from transformers import DynamicCache
 
 from forethought.engines.base import Completion, Request, Sample
-from forethought.engines.kv_cache import make_cache
+from forethought.engines.kv_cache import make_cache, merge_rows, mergeable
 from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
 from forethought.models import DEFAULT_MODEL, load_model
@@ -61,6 +63,7 @@ class _Row:
     """Decoding state of one sample."""
 
     request: Request
+    request_index: int
     index: int
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)
@@ -98,6 +101,7 @@ class HFEngine:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.preallocate = True  # KV cache in preallocated buffers (False: transformers' concatenating cache)
         self.share_prefix = True  # encode a batch's shared prefix and repeated prompts once (False: each prompt whole)
+        self.continuous = True  # refill finished rows with waiting requests (False: batch after batch)
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":
             torch.set_num_threads(physical_cores())
@@ -129,7 +133,7 @@ class HFEngine:
         return ids
 
     def generate(self, requests: Sequence[Request], *, progress: bool = True) -> list[Completion]:
-        """Complete every request (n samples each), batching by prompt length; results keep the input order."""
+        """Complete every request (n samples each), longest prompts first; results keep the input order."""
         prompts = [self.encode(r) for r in requests]
         units = [
             _Unit(i, start, min(self.batch_size, r.n - start))
@@ -137,56 +141,57 @@ class HFEngine:
             for start in range(0, r.n, self.batch_size)
         ]
         units.sort(key=lambda u: len(prompts[u.request]), reverse=True)
-        batches: list[list[_Unit]] = []
-        for unit in units:
-            if batches and sum(u.count for u in batches[-1]) + unit.count <= self.batch_size:
-                batches[-1].append(unit)
-            else:
-                batches.append([unit])
         samples: list[list[Sample | None]] = [[None] * r.n for r in requests]
-        pending = [0] * len(requests)  # units left per request
-        for unit in units:
-            pending[unit.request] += 1
+        pending = [r.n for r in requests]  # samples left per request
         training = self.model.training  # a learner's model may be in train mode: generate in eval, then restore
         self.model.eval()
         try:
             with RequestProgress(len(requests), enabled=progress) as bar:
-                for batch in batches:
-                    rows = iter(self._run_batch(batch, requests, prompts, bar))
-                    for unit in batch:
-                        for k in range(unit.count):
-                            samples[unit.request][unit.start + k] = self._finish(next(rows))
-                        pending[unit.request] -= 1
-                        bar.done(0, requests=int(pending[unit.request] == 0))
+                for row in self._decode(units, requests, prompts, bar):
+                    samples[row.request_index][row.index] = self._finish(row)
+                    pending[row.request_index] -= 1
+                    bar.done(0, requests=int(pending[row.request_index] == 0))
         finally:
             self.model.train(training)
         return [Completion(samples=s, prompt_tokens=len(p)) for s, p in zip(samples, prompts)]  # type: ignore[misc]
 
     @torch.inference_mode()
-    def _run_batch(self, batch: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar) -> list[_Row]:
-        """Prefill each distinct prompt once (their shared prefix once), expand to rows, decode until all finish."""
-        slots: dict = {}
-        distinct, slot = [], []  # the batch's distinct prompts; each unit's index into them
-        for b, unit in enumerate(batch):
-            key = tuple(prompts[unit.request]) if self.share_prefix else b
-            if key not in slots:
-                slots[key] = len(distinct)
-                distinct.append(prompts[unit.request])
-            slot.append(slots[key])
-        longest = max(requests[u.request].max_new_tokens for u in batch)
-        logits, mask, cache = self._prefill(distinct, longest)
-        expand = torch.tensor([slot[b] for b, u in enumerate(batch) for _ in range(u.count)], device=self.device)
-        if len(expand) != len(distinct) or (expand != torch.arange(len(expand), device=self.device)).any():
-            cache.batch_select_indices(expand)
-            logits, mask = logits[expand], mask[expand]
-        position = mask.sum(-1)
-        all_rows = [self._row(requests[u.request], u.start + k) for u in batch for k in range(u.count)]
-        rows = list(all_rows)
-        while True:
+    def _decode(self, units: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar):
+        """Decode all units, yielding each row as it finishes.
+
+        Up to `batch_size` rows decode together. With `continuous`, rows that finish are replaced by the next
+        waiting units (prefilled on their own, then merged into the running cache) once a quarter of the batch
+        is free; otherwise the next units start only when the whole batch has finished.
+        """
+        queue = deque(units)
+        rows: list[_Row] = []
+        logits = mask = position = cache = None
+        refill = max(1, self.batch_size // 4)
+        while queue or rows:
+            free = self.batch_size - len(rows)
+            if queue and (not rows or (self.continuous and free >= max(refill, queue[0].count)
+                                       and mergeable(cache))):
+                group = []
+                while queue and queue[0].count <= free:
+                    free -= queue[0].count
+                    group.append(queue.popleft())
+                new_rows, new_logits, new_mask, new_cache = self._start(group, requests, prompts)
+                if rows:
+                    width = max(mask.shape[1], new_mask.shape[1])
+                    mask = torch.cat([nn.functional.pad(mask, (width - mask.shape[1], 0)),
+                                      nn.functional.pad(new_mask, (width - new_mask.shape[1], 0))])
+                    trim = int(mask.any(0).long().argmax())  # leading columns no row attends to
+                    mask = mask[:, trim:]
+                    rows += new_rows
+                    room = max(r.request.max_new_tokens - len(r.tokens) for r in rows)
+                    cache = merge_rows(cache, new_cache, mask.shape[1] + room, trim)
+                    logits = torch.cat([logits, new_logits])
+                    position = torch.cat([position, new_mask.sum(-1)])
+                else:
+                    rows, logits, mask, cache, position = new_rows, new_logits, new_mask, new_cache, new_mask.sum(-1)
             chosen = self._pick(logits, rows)
-            wants_logprobs = [r.request.logprobs for r in rows]
             logprobs = None
-            if any(wants_logprobs):
+            if any(r.request.logprobs for r in rows):
                 logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
             for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
                 row.tokens.append(token)
@@ -195,8 +200,10 @@ class HFEngine:
             self._check_finished(rows)
             bar.done(len(rows), requests=0)
             keep = [k for k, row in enumerate(rows) if row.finish is None]
+            yield from (row for row in rows if row.finish is not None)
             if not keep:
-                return all_rows
+                rows, cache = [], None
+                continue
             if len(keep) < len(rows):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
@@ -207,6 +214,25 @@ class HFEngine:
                              past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :].float()
             position = position + 1
+
+    def _start(self, group: list[_Unit], requests: Sequence[Request], prompts: list[list[int]]):
+        """Prefill a group of units (each distinct prompt once) and expand to one row per sample."""
+        slots: dict = {}
+        distinct, slot = [], []  # the group's distinct prompts; each unit's index into them
+        for b, unit in enumerate(group):
+            key = tuple(prompts[unit.request]) if self.share_prefix else b
+            if key not in slots:
+                slots[key] = len(distinct)
+                distinct.append(prompts[unit.request])
+            slot.append(slots[key])
+        longest = max(requests[u.request].max_new_tokens for u in group)
+        logits, mask, cache = self._prefill(distinct, longest)
+        expand = torch.tensor([slot[b] for b, u in enumerate(group) for _ in range(u.count)], device=self.device)
+        if len(expand) != len(distinct) or (expand != torch.arange(len(expand), device=self.device)).any():
+            cache.batch_select_indices(expand)
+            logits, mask = logits[expand], mask[expand]
+        rows = [self._row(requests[u.request], u.request, u.start + k) for u in group for k in range(u.count)]
+        return rows, logits, mask, cache
 
     def _prefill(self, prompts: list[list[int]], new_tokens: int):
         """Encode `prompts` into a fresh KV cache; the prefix they all share is computed once and copied.
@@ -238,12 +264,12 @@ class HFEngine:
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float(), mask, cache
 
-    def _row(self, request: Request, index: int) -> _Row:
+    def _row(self, request: Request, request_index: int, index: int) -> _Row:
         generator = None
         if request.temperature > 0:
             seed = request.seed if request.seed is not None else int(torch.randint(0, 2**62, ()).item())
             generator = torch.Generator().manual_seed(sample_seed(seed, index))
-        return _Row(request, index, generator)
+        return _Row(request, request_index, index, generator)
 
     def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Next token per row: argmax for greedy rows, seeded inverse-CDF sampling with temperature/top-p otherwise."""

@@ -44,8 +44,13 @@ class GrowingLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length:
-            self._keys, self._values = self._keys[indices], self._values[indices]
+        if self.length:  # copy only the filled columns into a buffer of the same capacity
+            def select(buf):
+                out = buf.new_empty((len(indices), *buf.shape[1:]))
+                out[..., : self.length, :] = buf[indices, ..., : self.length, :]
+                return out
+
+            self._keys, self._values = select(self._keys), select(self._values)
             self.keys, self.values = self._keys[..., : self.length, :], self._values[..., : self.length, :]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
@@ -75,3 +80,33 @@ def make_cache(config, capacity: int) -> DynamicCache:
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def mergeable(cache: DynamicCache) -> bool:
+    """Whether every layer is a plain full-attention layer, so rows of two caches can be merged."""
+    return all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
+
+
+def merge_rows(first: DynamicCache, second: DynamicCache, capacity: int, trim: int = 0) -> DynamicCache:
+    """`first`, now holding its rows then `second`'s, right-aligned (left-padded with zeros) to the longer one.
+
+    `trim` leading columns of the aligned result, which no row attends to, are dropped. Used by continuous
+    batching to admit newly prefilled rows into a running batch; zeros (not garbage) keep masked columns finite.
+    """
+    layers = []
+    for a, b in zip(first.layers, second.layers):
+        length = max(a.keys.shape[-2], b.keys.shape[-2])
+        layer = GrowingLayer(max(capacity, length - trim))
+        layer.lazy_initialization(a.keys, a.values)
+        for name in ("_keys", "_values"):
+            x, y = getattr(a, name[1:]), getattr(b, name[1:])
+            buf = x.new_zeros((x.shape[0] + y.shape[0], *x.shape[1:-2], layer.capacity, x.shape[-1]))
+            for rows, src in ((slice(0, x.shape[0]), x), (slice(x.shape[0], None), y)):
+                start = length - src.shape[-2] - trim  # where src's first column lands after trimming
+                buf[rows, ..., max(0, start): length - trim, :] = src[..., max(0, -start):, :]
+            setattr(layer, name, buf)
+        layer.length = length - trim
+        layer.keys, layer.values = layer._keys[..., : layer.length, :], layer._values[..., : layer.length, :]
+        layers.append(layer)
+    first.layers = layers
+    return first
