@@ -281,6 +281,7 @@ def test_continuous_batching_refills_finished_rows_and_matches_generate(tiny_eng
     hook = tiny_engine.model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
     batch_size, tiny_engine.batch_size = tiny_engine.batch_size, 2
+    tiny_engine.continuous = True
     try:
         seen = capture_tokens(tiny_engine, monkeypatch)
         out = tiny_engine.generate(requests, progress=False)
@@ -288,7 +289,7 @@ def test_continuous_batching_refills_finished_rows_and_matches_generate(tiny_eng
         plain = tiny_engine.generate(requests, progress=False)
     finally:
         hook.remove()
-        tiny_engine.batch_size, tiny_engine.continuous = batch_size, True
+        tiny_engine.batch_size, tiny_engine.continuous = batch_size, False
     assert len(merges) == 3  # requests joined a running batch
     first_decode = next(i for i, s in enumerate(shapes) if s[1] == 1)
     assert any(s[1] > 1 for s in shapes[first_decode:])  # a prefill happened while others were decoding
@@ -310,12 +311,13 @@ def test_seeded_sampling_is_the_same_with_or_without_continuous_batching(tiny_en
     requests = [Request(prompt=p, max_new_tokens=n, temperature=0.9, seed=7, n=2)
                 for p, n in zip(PROMPTS, [3, 12, 5, 9, 7])]
     batch_size, tiny_engine.batch_size = tiny_engine.batch_size, 3
+    tiny_engine.continuous = True
     try:
         refilled = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
         tiny_engine.continuous = False
         batched = [[s.text for s in c.samples] for c in tiny_engine.generate(requests, progress=False)]
     finally:
-        tiny_engine.batch_size, tiny_engine.continuous = batch_size, True
+        tiny_engine.batch_size, tiny_engine.continuous = batch_size, False
     assert refilled == batched
 
 
