@@ -90,3 +90,11 @@ ANNOTATE_CODE = (
     "do not copy the response's sentences or calculations, and do not state its final answer. Reply with only "
     "the pseudocode in one ```python block; it will never be run."
 )
+
+# CPL (plan format "steps"): a plan written as tagged steps, then a tagged solution; tree search runs over the steps.
+STEPS = (
+    "{question}\n\n"
+    "First write a plan as a few short general steps, each as <step>Plan k: ...</step>, inside <plan>...</plan>. "
+    "Do not compute the answer in the plan. Then write the solution inside <solution>...</solution>. "
+    "{answer_format}"
+)
