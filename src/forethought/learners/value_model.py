@@ -1,0 +1,130 @@
+"""CPL's value model: the LM with a scalar head read at the last token, tanh output, MSE on step Q values.
+
+Built on transformers' sequence-classification head (one label) and Trainer; only the loss (MSE after tanh) is
+ours. `ValueModel.value` scores (messages, prefix) states in batches for the search.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+from forethought.config import StrictModel
+from forethought.errors import UserError
+from forethought.learners.sft import TrainStats, _quiet
+
+__all__ = ["ValueConfig", "ValueModel", "train_value_model"]
+
+
+class ValueConfig(StrictModel):
+    """Value-model training (CPL: lr 1e-5, 7 epochs)."""
+
+    learning_rate: float = 1e-5
+    epochs: float = 7.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    max_length: int = 1024
+
+
+def render(tokenizer, messages: list[dict], prefix: str) -> str:
+    """The state as text: the chat with the assistant prefix continued (the same rendering as Step-APO pairs)."""
+    return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": prefix}], tokenize=False,
+                                         continue_final_message=True)
+
+
+def _load(path, dtype):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg: ValueConfig, *, seed: int,
+                      progress: bool = True) -> TrainStats:
+    """Fit tanh(head(last token)) to each row's q by MSE; save the checkpoint (LM + head) to `output_dir`."""
+    import datasets
+    import torch
+    import transformers
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+
+    from forethought.models import resolve_model
+
+    if not rows:
+        raise UserError("no value targets: the search reached no solution; search more or use a stronger model")
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise UserError(f"{output_dir} already exists; delete it to train the value model again")
+    cuda = torch.cuda.is_available()
+    with _quiet(not progress):
+        transformers.set_seed(seed)
+        net, tokenizer = _load(resolve_model(str(model)), torch.bfloat16 if cuda else torch.float32)
+        data = [{**tokenizer(render(tokenizer, r["messages"], r["prefix"]), add_special_tokens=False,
+                             truncation=True, max_length=cfg.max_length), "labels": float(r["q"])} for r in rows]
+
+        class TanhMSETrainer(Trainer):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)
+                loss = torch.nn.functional.mse_loss(torch.tanh(outputs.logits[:, 0].float()), labels.float())
+                return (loss, outputs) if return_outputs else loss
+
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+        try:
+            args = TrainingArguments(output_dir=str(tmp / "trainer"), learning_rate=cfg.learning_rate,
+                                     num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
+                                     per_device_train_batch_size=cfg.batch_size, seed=seed, data_seed=seed,
+                                     bf16=cuda, use_cpu=not cuda, save_strategy="no", logging_steps=1,
+                                     report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
+            trainer = TanhMSETrainer(model=net, args=args, train_dataset=datasets.Dataset.from_list(data),
+                                     data_collator=DataCollatorWithPadding(tokenizer))
+            if not progress:
+                trainer.remove_callback(PrinterCallback)
+            start = time.perf_counter()
+            result = trainer.train()
+            seconds = time.perf_counter() - start
+            net.save_pretrained(tmp / "checkpoint")
+            tokenizer.save_pretrained(tmp / "checkpoint")
+            (tmp / "checkpoint").rename(output_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    tokens = sum(len(d["input_ids"]) for d in data)
+    return TrainStats(steps=result.global_step, train_loss=float(result.training_loss), trained_tokens=tokens,
+                      seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0)
+
+
+class ValueModel:
+    """A trained value model: `value([(messages, prefix), ...])` -> estimates in [-1, 1], batched."""
+
+    def __init__(self, net, tokenizer, batch_size: int = 16) -> None:
+        self.net, self.tokenizer, self.batch_size = net.eval(), tokenizer, batch_size
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None, batch_size: int = 16) -> ValueModel:
+        import torch
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        net, tokenizer = _load(Path(path), torch.float32 if device == "cpu" else torch.bfloat16)
+        return cls(net.to(device), tokenizer, batch_size)
+
+    def value(self, states: list[tuple[list[dict], str]]) -> list[float]:
+        import torch
+
+        out: list[float] = []
+        device = next(self.net.parameters()).device
+        with torch.inference_mode():
+            for i in range(0, len(states), self.batch_size):
+                texts = [render(self.tokenizer, m, p) for m, p in states[i: i + self.batch_size]]
+                enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+                out += torch.tanh(self.net(**enc).logits[:, 0].float()).tolist()
+        return out
+
+    __call__ = value
