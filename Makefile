@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q
 FT := $(VENV)/bin/forethought
 
-.PHONY: install install-test quickstart test bench bench-sampling bench-replicas clean
+.PHONY: install install-test quickstart test bench bench-sampling bench-search bench-replicas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: install
 
 bench-sampling: install
 	$(PY) bench/bench_sampling.py
+
+bench-search: install
+	$(PY) bench/bench_search.py
 
 bench-replicas: install-test
 	$(PY) bench/bench_replicas.py
