@@ -202,3 +202,22 @@ def test_value_function_scores_new_steps_and_depth_limit_is_a_failure():
     assert all(prefix.startswith("<plan>") for _, prefix in seen)
     too_deep = [n for n in tree.nodes if n.kind == "malformed" and n.text.startswith("\n<step>")]
     assert too_deep and all(n.reward == -1.0 for n in too_deep)  # a second step is deeper than max_depth=1
+
+
+def test_eval_with_the_steps_format_reads_the_solution(tiny_engine):
+    from forethought.evaluate import evaluate
+
+    class Fixed:
+        name = "fixed"
+
+        def generate(self, requests, *, progress=True):
+            assert all(r.messages[-1] == {"role": "assistant", "content": "<plan>"} for r in requests)
+            texts = ["\n<step>Plan 1: add</step>\n</plan>\n<solution>The answer is 7.", "The answer is 7.",
+                     "\n<step>Plan 1: 7 is the answer</step>\n</plan>\n<solution>The answer is 8."]
+            return [Completion([Sample(t, 3, "stop")], 5) for t in texts]
+
+    task = get_task("synthetic/arithmetic", difficulty=1)
+    examples = [Example(f"q{i}", f"Question {i}?", "7") for i in range(3)]
+    result = evaluate(Fixed(), task, examples, model_name="m", plan_format="steps")
+    assert [r["correct"] for r in result.records] == [True, True, False]  # the plan's 7 is not read in the third
+    assert result.records[0]["plan"].endswith("</plan>\n") and result.records[1]["plan"] is None

@@ -69,7 +69,7 @@ def eval_cmd(
     from forethought.jsonl import write_json, write_jsonl
     from forethought.tasks import get_task
 
-    plans.check_plan_format(plan_format)
+    plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
     the_task = get_task(task, **parse_options(task_opt))
     examples = the_task.load(data, split=split, limit=limit)
     if not examples:

@@ -45,9 +45,10 @@ def evaluate(
 ) -> EvalResult:
     """Answer every example `n` times with `engine` and score the answers with the task's verifier.
 
-    With plan format `code` the verifier reads only the response after the plan's block (none if it never closes).
+    With plan format `code` the verifier reads only the response after the plan's block (none if it never closes);
+    with `steps` (CPL) it reads the text after <solution>, or the whole reply when the model never opened one.
     """
-    plans.check_plan_format(plan_format)
+    plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
     shots = task.fewshot() if fewshot else None
     sampling = dict(temperature=temperature, top_p=top_p)
     start = time.perf_counter()
@@ -77,6 +78,23 @@ def evaluate(
             for s in done[i].samples:
                 parsed = code.parse(code.OPEN + s.text)
                 rows.append((ex, prompts[i], parsed.plan, parsed.response, s.tokens, s.finish_reason))
+    elif plan_format == "steps":  # CPL, one pass: <plan><step>..</step>..</plan><solution>..</solution>
+        from forethought.search import steps
+
+        prompts = [steps.messages(ex.question, task.answer_type) for ex in examples]
+        reqs = [
+            Request(messages=p + [{"role": "assistant", "content": steps.root_prefix()}], n=n,
+                    max_new_tokens=plan_max_new_tokens + max_new_tokens, stop=(steps.SOLUTION_CLOSE,),
+                    seed=request_seed(seed, ex.id), **sampling)
+            for p, ex in zip(prompts, examples)
+        ]
+        done = engine.generate(reqs, progress=progress)
+        rows = []
+        for i, ex in enumerate(examples):
+            for s in done[i].samples:
+                plan, tag, solution = s.text.partition(steps.SOLUTION_OPEN)
+                rows.append((ex, prompts[i], plan if tag else None, solution if tag else s.text, s.tokens,
+                             s.finish_reason))
     else:  # natural: plan turn, then a solution turn that follows each plan
         plan_reqs = [
             Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=plan_max_new_tokens,

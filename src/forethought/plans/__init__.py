@@ -2,7 +2,7 @@
 
 `none` is a plain worked answer; `natural` is LEPA's anticipatory plan followed by a solution (two turns);
 `code` is CodePlan's pseudocode plan and the solution in one assistant turn (see plans/code.py).
-`steps` (CPL) is named here and arrives with its issue.
+`steps` (CPL) is the tagged step format of search/steps.py; `forethought eval --plan-format steps` uses it.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from forethought.errors import UserError
 from forethought.plans import code, prompts
 
 PLAN_FORMATS = ("none", "natural", "code", "steps")
-IMPLEMENTED = ("none", "natural", "code")
+IMPLEMENTED = ("none", "natural", "code")  # what the EM samplers can use; `steps` is searched, not sampled
 
 
-def check_plan_format(name: str) -> str:
-    """Return `name` if it is a usable plan format, else raise a UserError naming the choices."""
+def check_plan_format(name: str, usable: tuple[str, ...] = IMPLEMENTED) -> str:
+    """Return `name` if it is one of the `usable` plan formats, else raise a UserError naming the choices."""
     if name not in PLAN_FORMATS:
         raise UserError(f"unknown plan format '{name}'; choose one of: {', '.join(PLAN_FORMATS)}")
-    if name not in IMPLEMENTED:
-        raise UserError(
-            f"plan format '{name}' is not implemented yet; usable now: {', '.join(IMPLEMENTED)}"
-        )
+    if name not in usable:
+        raise UserError(f"plan format '{name}' cannot be used here; usable: {', '.join(usable)} "
+                        "(the steps format is for `forethought search` / `cpl` and evaluation)")
     return name
 
 
