@@ -9,7 +9,7 @@ from forethought.runs.config import RunConfig
 from forethought.tasks import get_task
 
 RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
-                 if not p.name.startswith("codeplan"))  # CodePlan recipes: tests/test_codeplan.py
+                 if not p.name.startswith(("codeplan", "cpl")))  # CodePlan: tests/test_codeplan.py; CPL: below
 
 
 def test_recipes_exist():
@@ -32,3 +32,16 @@ def test_recipe_validates_and_documents_its_command(path):
     task = get_task(cfg.task.name, **cfg.task.options)
     assert cfg.task.train_split in task.splits
     assert (cfg.task.eval_split or task.default_split) in task.splits
+
+
+@pytest.mark.parametrize("name", ["cpl.yaml", "cpl_cpu.yaml"])
+def test_cpl_recipes_validate_and_document_their_command(name):
+    from forethought.cpl import CplConfig
+
+    path = RECIPES[0].parent / name
+    cfg = load_config(CplConfig, path)
+    assert f"forethought cpl recipes/{name}" in path.read_text()
+    get_task(cfg.task.name, **cfg.task.options)
+    assert cfg.step_apo.beta == 0.3 and cfg.step_apo.alpha == 1.0 and cfg.search.c_puct == 1.5
+    if name == "cpl.yaml":  # the paper's two rounds
+        assert (cfg.rounds, cfg.search.iterations, cfg.round2_iterations) == (2, 200, 100)

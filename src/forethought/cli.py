@@ -276,6 +276,46 @@ def codeplan(
         out.print(f"code - none: {100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
 
 
+@app.command()
+def cpl(
+    recipe: Path = typer.Argument(..., help="A CPL recipe YAML (see recipes/cpl*.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. rounds=1 output=runs/x."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Run (or resume) CPL: plan-step MCTS, SFT, Step-APO (and step DPO), value model; evaluate each model."""
+    from forethought.cpl import run_cpl
+
+    summary = run_cpl(recipe, overrides or [], progress=not quiet)
+    table = Table(title="CPL")
+    for col in ("model", "accuracy", "95% CI", "unparseable", "questions"):
+        table.add_column(col, justify="right")
+    for name, m in summary["models"].items():
+        table.add_row(name, f"{m['accuracy']:.3f}", _fmt_ci(m["ci95"]), str(m["unparseable"]), str(m["n"]))
+    out.print(table)
+    for name, d in summary["deltas"].items():
+        out.print(f"{name}: {100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+    for name, s in summary["search"].items():
+        out.print(f"{name} search: {s.get('tokens', 0)} tokens, {s.get('solved', 0)}/{s.get('questions', 0)} "
+                  f"questions solved, {s.get('pairs', 0)} pairs, {s.get('sft_rows', 0)} SFT paths")
+
+
+@app.command()
+def search(
+    recipe: Path = typer.Argument(..., help="A CPL recipe YAML; its model, task, engine, search and extract."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. search.iterations=20."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Plan-step MCTS only (CPL round 1): writes OUTPUT/r1/{trees,sft,pairs,value}.jsonl and search.json."""
+    import json
+
+    from forethought.config import load_config
+    from forethought.cpl import CplConfig, CplRun
+
+    run = CplRun(load_config(CplConfig, recipe, overrides or []), progress=not quiet)
+    run.search(1, run.cfg.model, None)
+    out.print(json.dumps(json.loads((run.root / "r1" / "search.json").read_text()), indent=2))
+
+
 def _installed(package: str) -> bool:
     import importlib.metadata
 

@@ -44,7 +44,8 @@ class SearchConfig(StrictModel):
 
 
 class SearchStats(StrictModel):
-    """What a search did: trees, rounds, engine calls, expansions, generated tokens, nodes, solved questions."""
+    """What a search did: trees, engine calls and expansions (this process), generated tokens (all trees),
+    nodes, solved questions."""
 
     questions: int = 0
     iterations: int = 0
@@ -91,6 +92,7 @@ def advance(engine, task, batch: Sequence[tuple[Example, Tree]], cfg: SearchConf
         seen, children = set(), []
         for sample in completion.samples:
             stats.tokens += sample.tokens
+            tree.tokens += sample.tokens
             action = steps.parse(sample.text, sample.finish_reason)
             if action.text in seen:
                 continue
@@ -149,5 +151,6 @@ def run_search(engine, task, examples: Sequence[Example], cfg: SearchConfig, *, 
     stats.questions, stats.nodes = len(trees), sum(len(t.nodes) for t in trees)
     stats.iterations = sum(t.iterations for t in trees)
     stats.solved = sum(any(n.reward == 1.0 for n in t.nodes) for t in trees)
+    stats.tokens = sum(t.tokens for t in trees)  # resumed trees included
     stats.seconds = time.perf_counter() - start
     return trees, stats

@@ -7,6 +7,7 @@ whole solution. Search code (mcts.py) calls `messages`, `root_prefix`, `STOP`, `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from forethought import plans
@@ -41,8 +42,8 @@ def _ask(question: str, answer_type: str) -> str:
 
 def render_steps(steps: list[str], solution: str) -> str:
     """A complete assistant turn from plain step texts and a solution text."""
-    body = "".join(f"\n{STEP_OPEN}Plan {k}: {s.strip()}{STEP_CLOSE}" for k, s in enumerate(
-        (s for s in steps if s.strip()), start=1))
+    lines = [re.sub(r"^\s*(?:[-*]|\d+[.)])\s*", "", s).strip() for s in steps]  # drop "1." / "-" markers
+    body = "".join(f"\n{STEP_OPEN}Plan {k}: {s}{STEP_CLOSE}" for k, s in enumerate((s for s in lines if s), 1))
     return f"{PLAN_OPEN}{body}\n{PLAN_CLOSE}\n{SOLUTION_OPEN}{solution.strip()}{SOLUTION_CLOSE}"
 
 

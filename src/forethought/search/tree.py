@@ -42,6 +42,7 @@ class Tree:
     question_id: str
     nodes: list[Node] = field(default_factory=lambda: [Node(0, None, "root")])
     iterations: int = 0
+    tokens: int = 0  # every token generated for this tree, dropped duplicates included
 
     @property
     def root(self) -> Node:
@@ -86,10 +87,10 @@ class Tree:
         return root_prefix + "".join(n.text for n in self.path(node))
 
     def to_json(self) -> dict:
-        return {"question_id": self.question_id, "iterations": self.iterations,
+        return {"question_id": self.question_id, "iterations": self.iterations, "tokens": self.tokens,
                 "nodes": [{**asdict(n), "Q": n.Q} for n in self.nodes]}
 
     @classmethod
     def from_json(cls, data: dict) -> Tree:
         nodes = [Node(**{k: v for k, v in n.items() if k != "Q"}) for n in data["nodes"]]
-        return cls(data["question_id"], nodes, data.get("iterations", 0))
+        return cls(data["question_id"], nodes, data.get("iterations", 0), data.get("tokens", 0))
