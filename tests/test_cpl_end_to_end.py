@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import yaml
+
 from forethought.engines.hf import HFEngine
 from forethought.learners.sft import SFTConfig, train_sft
 from forethought.learners.step_apo import StepAPOConfig, train_step_apo
@@ -16,12 +19,17 @@ QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(8
 ANSWER = "<plan>\n<step>Plan 1: multiply by zero, then add one</step>\n</plan>\n<solution>The answer is 1.</solution>"
 
 
-def test_search_extract_and_one_step_apo_step(tiny_model_dir, tmp_path):
-    # a few full fine-tuning steps teach the random model the step format (answers are always 1)
+@pytest.fixture(scope="module")
+def warm(tiny_model_dir, tmp_path_factory):
+    """The tiny random model after a few full fine-tuning steps on the step format (answers are always 1)."""
     rows = [{"messages": steps.messages(q, "number") + [{"role": "assistant", "content": ANSWER}]} for q in QUESTIONS]
-    warm = tmp_path / "warm"
-    train_sft(tiny_model_dir, rows, warm, SFTConfig(lora=None, learning_rate=3e-3, max_steps=30, batch_size=8),
+    out = tmp_path_factory.mktemp("cpl") / "warm"
+    train_sft(tiny_model_dir, rows, out, SFTConfig(lora=None, learning_rate=3e-3, max_steps=30, batch_size=8),
               seed=0, progress=False)
+    return out
+
+
+def test_search_extract_and_one_step_apo_step(warm, tmp_path):
     task = get_task("synthetic/arithmetic", difficulty=1)  # only its number verifier is used
     examples = [Example(f"q{i}", q, "1" if i % 4 else "2") for i, q in enumerate(QUESTIONS)]  # some golds unreachable
     engine = HFEngine(str(warm), device="cpu", batch_size=32)
@@ -48,3 +56,35 @@ def steps_request(question):
     from forethought.engines import Request
 
     return Request(messages=steps.messages(question, "number"), max_new_tokens=16)
+
+
+def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
+    from forethought.cpl import run_cpl
+
+    data = tmp_path / "ones"
+    data.mkdir()
+    (data / "ones.jsonl").write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in QUESTIONS))
+    (data / "ones.yaml").write_text("name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
+                                    "question_field: question\ngold_field: answer\nanswer_type: number\n")
+    recipe = {
+        "model": str(warm), "task": {"name": str(data / "ones.yaml"), "train_limit": 6, "eval_limit": 4},
+        "engine": {"batch_size": 32},
+        "search": {"iterations": 3, "root_children": 3, "children": 3, "max_new_tokens": 64, "temperature": 1.0},
+        "round2_iterations": 2,
+        "sft": {"max_steps": 1, "batch_size": 4, "learning_rate": 1e-4, "lora": None},
+        "step_apo": {"max_steps": 1, "batch_size": 4, "lora": None},
+        "value": {"max_steps": 1, "batch_size": 4},
+        "rounds": 2, "eval": {"max_new_tokens": 32, "plan_max_new_tokens": 32}, "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "cpl.yaml").write_text(yaml.safe_dump(recipe))
+    summary = run_cpl(tmp_path / "cpl.yaml", [], progress=False)
+    assert set(summary["models"]) == {"base", "r1_sft", "r1_apo", "r1_dpo", "r2_sft", "r2_apo", "r2_dpo"}
+    assert (tmp_path / "run" / "r1" / "value" / "checkpoint").exists()  # round 2 searched with it
+    r2 = [Tree.from_json(json.loads(line)) for line in (tmp_path / "run" / "r2" / "trees.jsonl").read_text().splitlines()]
+    assert any(n.value is not None for t in r2 for n in t.nodes if n.kind == "step")  # valued by the value model
+    assert {"r1_apo_minus_sft", "r1_dpo_minus_sft", "r1_apo_minus_dpo", "r2_apo_minus_base"} <= set(summary["deltas"])
+    assert summary["search"]["r1"]["tokens"] > 0
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    again = run_cpl(tmp_path / "cpl.yaml", [], progress=False)  # everything done: nothing runs again
+    assert again["models"] == summary["models"]
+    assert json.loads((tmp_path / "run" / "stages.json").read_text()) == stages
