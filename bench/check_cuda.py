@@ -1,6 +1,7 @@
 """GPU check (not a test: CI has no GPU): on CUDA the hf engine's greedy tokens equal `model.generate` one prompt at
 a time, and seeded sampling is reproducible (also: how many samples survive turning the fast paths off); the SFT
-learner trains on CUDA (bf16, LoRA and full) and the engine generates from the saved checkpoint.
+learner trains on CUDA (bf16, LoRA and full) and the engine generates from the saved checkpoint; the Step-APO and
+value-model learners train on CUDA.
 Run: python bench/check_cuda.py MODEL [OUT_DIR]
 """
 
@@ -55,6 +56,20 @@ def train(model: str, out: Path) -> None:
                                         max_new_tokens=16)], progress=False)[0].samples[0].text
         print(f"train_sft on CUDA ({name}): {stats.steps} steps, loss {stats.train_loss:.3f}, "
               f"{stats.tokens_per_second:.0f} tok/s, {engine.model.dtype}; checkpoint generates {len(text)} chars")
+    from forethought.learners.step_apo import StepAPOConfig, train_step_apo
+    from forethought.learners.value_model import ValueConfig, ValueModel, train_value_model
+
+    pairs = [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"}], "prefix": "<plan>",
+              "chosen": "\n<step>Plan 1: add the numbers</step>", "rejected": "\n<step>Plan 1: guess</step>",
+              "q_chosen": 0.5, "q_rejected": -0.5} for i in range(16)]
+    stats = train_step_apo(model, pairs, out / "apo", StepAPOConfig(max_steps=4, batch_size=8), seed=0,
+                           progress=False)
+    print(f"train_step_apo on CUDA: {stats.steps} steps, loss {stats.train_loss:.3f}")
+    rows = [{**p, "prefix": p["prefix"] + p["chosen"], "q": 0.5} for p in pairs]
+    stats = train_value_model(model, rows, out / "value", ValueConfig(max_steps=4, batch_size=8), seed=0,
+                              progress=False)
+    values = ValueModel.load(out / "value").value([(r["messages"], r["prefix"]) for r in rows[:4]])
+    print(f"train_value_model on CUDA: {stats.steps} steps, loss {stats.train_loss:.3f}; values {values}")
 
 
 if __name__ == "__main__":
