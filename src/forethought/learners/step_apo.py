@@ -39,6 +39,7 @@ class StepAPOConfig(StrictModel):
     lora: LoraSettings | None = None  # None = full fine-tuning, as in the paper
     lr_scheduler: str = "constant"
     warmup_ratio: float = 0.0
+    gradient_checkpointing: bool = False  # TRL turns it on by default; it trades compute for memory
     report_to: str | list[str] = "none"
 
 
@@ -81,6 +82,11 @@ def tokenize_pairs(tokenizer, rows: list[dict], cfg: StepAPOConfig) -> list[dict
         out.append({"prompt_ids": ids[:k], "chosen_ids": chosen[k:], "rejected_ids": rejected[k:],
                     "margin": margin_offset(row["q_chosen"], row["q_rejected"], cfg.beta, cfg.alpha)})
     return out
+
+
+def _checkpointing(args_class) -> str:
+    """transformers 5 renamed gradient_checkpointing (a deprecated alias now) to activation_checkpointing."""
+    return "activation_checkpointing" if hasattr(args_class, "activation_checkpointing") else "gradient_checkpointing"
 
 
 def _trainer_class():
@@ -144,7 +150,7 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
                 loss_type=["sigmoid"], precompute_ref_log_probs=True, lr_scheduler_type=cfg.lr_scheduler,
                 warmup_steps=cfg.warmup_ratio, report_to=cfg.report_to, seed=seed, data_seed=seed, bf16=cuda,
                 use_cpu=not cuda, save_strategy="no", logging_steps=1, disable_tqdm=not progress,
-                dataloader_num_workers=0,
+                dataloader_num_workers=0, **{_checkpointing(DPOConfig): cfg.gradient_checkpointing},
             )
             trainer = _trainer_class()(model=base, args=args, train_dataset=datasets.Dataset.from_list(examples),
                                        processing_class=tokenizer, peft_config=lora)
