@@ -80,6 +80,7 @@ def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
     summary = run_cpl(tmp_path / "cpl.yaml", [], progress=False)
     assert set(summary["models"]) == {"base", "r1_sft", "r1_apo", "r1_dpo", "r2_sft", "r2_apo", "r2_dpo"}
     assert (tmp_path / "run" / "r1" / "value" / "checkpoint").exists()  # round 2 searched with it
+    assert "<details>" in (tmp_path / "run" / "r1" / "trees.html").read_text()
     r2 = [Tree.from_json(json.loads(line)) for line in (tmp_path / "run" / "r2" / "trees.jsonl").read_text().splitlines()]
     assert any(n.value is not None for t in r2 for n in t.nodes if n.kind == "step")  # valued by the value model
     assert {"r1_apo_minus_sft", "r1_dpo_minus_sft", "r1_apo_minus_dpo", "r2_apo_minus_base"} <= set(summary["deltas"])

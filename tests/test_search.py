@@ -221,3 +221,15 @@ def test_eval_with_the_steps_format_reads_the_solution(tiny_engine):
     result = evaluate(Fixed(), task, examples, model_name="m", plan_format="steps")
     assert [r["correct"] for r in result.records] == [True, True, False]  # the plan's 7 is not read in the third
     assert result.records[0]["plan"].endswith("</plan>\n") and result.records[1]["plan"] is None
+
+
+def test_tree_page_nests_escapes_and_shows_values():
+    from forethought.report.tree import trees_html
+
+    tree = extraction_tree()
+    tree.nodes[1].text = "\n<step><script>alert(1)</script></step>"
+    tree.nodes[3].value = 0.25
+    page = trees_html([tree], {"q": "What is 3 < 4?"})
+    assert "<script>" not in page and "&lt;script&gt;" in page and "What is 3 &lt; 4?" in page
+    assert page.count("<details>") == len(tree.nodes)  # one per node, nested under its parent
+    assert "value=+0.25" in page and "reward=+1" in page and "N=2" in page and "Q=+1.00" in page

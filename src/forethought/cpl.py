@@ -4,6 +4,7 @@ Round 1 searches with the base model and terminal rewards; round 2 searches with
 its value model, then SFT restarts from the base model and Step-APO continues from it. Every stage leaves its
 output atomically (the search writes trees after each batch), so the same command resumes after a kill:
   r{k}/trees.jsonl, sft.jsonl, pairs.jsonl, value.jsonl, search.json   the search and what it yields
+  r{k}/trees.html                                                       the trees, expandable, with N/Q/values
   r{k}/{sft,apo,dpo,value}/checkpoint                                   trained models (dpo: alpha = 0)
   eval/{base,r{k}_sft,r{k}_apo,r{k}_dpo}/                              records.jsonl and summary.json
   summary.json                                                          accuracies, paired deltas, search tokens
@@ -26,6 +27,7 @@ from forethought.learners.sft import SFTConfig, train_sft
 from forethought.learners.step_apo import StepAPOConfig, train_step_apo
 from forethought.learners.value_model import ValueConfig, ValueModel, train_value_model
 from forethought.report.metrics import correct_by_question, paired_delta_ci
+from forethought.report.tree import trees_html
 from forethought.runs.config import EngineSettings, EvalSettings, TaskSettings
 from forethought.search import ExtractConfig, SearchConfig, Tree, extract, run_search
 
@@ -119,6 +121,8 @@ class CplRun:
         sft, pairs, values = extract(trees, self.train_q, self.task.answer_type, self.cfg.extract)
         for name, rows in (("sft", sft), ("pairs", pairs), ("value", values)):
             write_jsonl(d / f"{name}.jsonl", rows)
+        (d / "trees.html").write_text(trees_html(trees, {e.id: e.question for e in self.train_q}, f"CPL round {k}"),
+                                      encoding="utf-8")
         write_json(d / "search.json", {**stats.model_dump(), "sft_rows": len(sft), "pairs": len(pairs),
                                        "value_rows": len(values)})
         self._timed(f"r{k}_search", start)
