@@ -29,7 +29,8 @@ from forethought.engines.hf import HFEngine
 from forethought.tasks import get_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
-FAST_PATHS = ("preallocate", "share_prefix", "continuous")  # engine attributes; continuous is off by default
+# engine attributes with the values that turn each fast path off (continuous is off by default)
+FAST_PATHS_OFF = {"preallocate": False, "share_prefix": False, "continuous": False, "prefill_tokens": None}
 
 
 def sync(device: str) -> None:
@@ -92,8 +93,8 @@ def batched_generate(engine: HFEngine, requests: list[Request], batch: int, new:
     return generated
 
 
-def engine_run(engine: HFEngine, requests: list[Request], **flags: bool) -> tuple[float, int, list]:
-    """Time engine.generate with the given fast-path flags set for the call; returns seconds, tokens, texts."""
+def engine_run(engine: HFEngine, requests: list[Request], **flags) -> tuple[float, int, list]:
+    """Time engine.generate with the given fast-path settings for the call; returns seconds, tokens, texts."""
     saved = {flag: getattr(engine, flag) for flag in flags}
     for flag, value in flags.items():
         setattr(engine, flag, value)
@@ -123,8 +124,10 @@ def throughput(name: str, batch: int, new: int, gflops: float, device: str, data
     seconds, tokens = timed(lambda: batched_generate(engine, requests, batch, new), device)
     rows = [row("batched `model.generate` (baseline)", seconds, tokens)]
     base = rows[0][3]
-    seconds, tokens, _ = engine_run(engine, requests, **{flag: False for flag in FAST_PATHS})
+    seconds, tokens, _ = engine_run(engine, requests, **FAST_PATHS_OFF)
     rows.append(row("hf engine, fast paths off", seconds, tokens, base))
+    seconds, tokens, _ = engine_run(engine, requests, prefill_tokens=None)
+    rows.append(row("hf engine, prompts prefilled in one padded pass", seconds, tokens, base))
     seconds, tokens, _ = engine_run(engine, requests)
     rows.append(row("hf engine", seconds, tokens, base))
     if bf16:

@@ -227,6 +227,82 @@ def test_shared_prefix_is_encoded_once_and_matches_generate(tiny_engine, monkeyp
         assert completion.samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
 
 
+def forward_shapes(engine: HFEngine) -> tuple[list[tuple], object]:
+    """Record the input_ids shape of every forward pass; returns the list and the hook (remove it when done)."""
+    shapes: list[tuple] = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    return shapes, hook
+
+
+@pytest.mark.parametrize("shared", ["", SHARED])
+def test_prefill_in_length_sorted_passes_matches_generate(tiny_engine, monkeypatch, shared):
+    """With a small prefill budget the prompts are encoded in several passes, each padded only to its own longest
+    prompt (longest first), then joined; every output still equals generate and keeps its request's order."""
+    requests = [Request(prompt=shared + p, max_new_tokens=16) for p in PROMPTS]
+    ids = [tiny_engine.encode(r) for r in requests]
+    common = next(k for k in range(len(ids[0])) if len({tuple(i[: k + 1]) for i in ids}) > 1)
+    tails = [len(i) - (common if shared else 0) for i in ids]
+    budget, tiny_engine.prefill_tokens = tiny_engine.prefill_tokens, max(tails) + 1
+    shapes, hook = forward_shapes(tiny_engine)
+    try:
+        seen = capture_tokens(tiny_engine, monkeypatch)
+        out = tiny_engine.generate(requests, progress=False)
+    finally:
+        hook.remove()
+        tiny_engine.prefill_tokens = budget
+    prefill = [s for s in shapes if s[1] > 1][1 if shared else 0:]  # after the shared prefix, if any
+    assert len(prefill) >= 3 and sum(s[0] for s in prefill) == len(PROMPTS)
+    assert all(rows * width <= max(tails) + 1 or rows == 1 for rows, width in prefill)  # each pass within budget
+    assert [w for _, w in prefill] == sorted((w for _, w in prefill), reverse=True)  # longest first
+    assert sum(r * w for r, w in prefill) < len(PROMPTS) * prefill[0][1]  # less padding than one pass
+    for request, completion in zip(requests, out):
+        expected = reference(tiny_engine, tiny_engine.encode(request), 16)
+        assert expected in seen
+        assert completion.samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_prefill_passes_give_the_one_pass_cache_in_the_callers_order(tiny_engine, monkeypatch):
+    """Prompts not sorted by length: the joined passes give the same logits, mask and cached keys, row for row;
+    with the shared prefix kept once the logits are the same too, and the cache holds only the tails."""
+    from forethought.engines import hf
+
+    monkeypatch.setattr(hf, "MIN_SHARED_KV", 16)  # the tiny prompts' prefix is shorter than the default
+    prompts = [tiny_engine.encode(Request(prompt=SHARED + p)) for p in (PROMPTS[3], PROMPTS[2], PROMPTS[0])]
+    shared = next(k for k in range(len(prompts[0])) if len({tuple(p[: k + 1]) for p in prompts}) > 1)
+    budget, kept = tiny_engine.prefill_tokens, tiny_engine.shared_kv
+    try:
+        with torch.inference_mode(), tiny_engine._attention():
+            tiny_engine.prefill_tokens, tiny_engine.shared_kv = None, False
+            one = tiny_engine._prefill(prompts, 4)
+            tiny_engine.prefill_tokens = 1
+            split = tiny_engine._prefill(prompts, 4)
+        tiny_engine.shared_kv = True
+        with torch.inference_mode(), tiny_engine._attention():
+            once = tiny_engine._prefill(prompts, 4)
+    finally:
+        tiny_engine.prefill_tokens, tiny_engine.shared_kv = budget, kept
+    assert one[1].sum(-1).tolist() == split[1].sum(-1).tolist() == [len(p) for p in prompts]
+    assert once[1].sum(-1).tolist() == [len(p) - shared for p in prompts] and once[2].shared_prefix.length == shared
+    assert torch.allclose(one[0], split[0], atol=1e-4) and torch.allclose(one[0], once[0], atol=1e-4)
+    for a, b, c in zip(one[2].layers, split[2].layers, once[2].layers):  # each row's attended keys, in order
+        for row in range(len(prompts)):
+            keys = a.keys[row][:, one[1][row].bool()]
+            assert torch.allclose(keys, b.keys[row][:, split[1][row].bool()], atol=1e-4)
+            assert torch.allclose(keys[:, shared:], c.keys[row][:, once[1][row].bool()], atol=1e-4)
+
+
+def test_prefill_passes_split_by_padded_tokens(tiny_engine):
+    budget = tiny_engine.prefill_tokens
+    try:
+        tiny_engine.prefill_tokens = 20
+        assert tiny_engine._passes([10, 9, 7, 7, 30, 3]) == [[0, 1], [2, 3], [4], [5]]
+        tiny_engine.prefill_tokens = None
+        assert tiny_engine._passes([10, 9, 7]) == [[0, 1, 2]]
+    finally:
+        tiny_engine.prefill_tokens = budget
+
+
 @pytest.mark.parametrize("share_prefix,preallocate", [(False, False), (True, True)])
 def test_seeded_sampling_is_the_same_with_or_without_the_fast_paths(tiny_engine, share_prefix, preallocate):
     requests = [Request(prompt=SHARED + tail, max_new_tokens=16, temperature=0.8, seed=3, n=2)
@@ -276,7 +352,7 @@ def test_continuous_batching_refills_finished_rows_and_matches_generate(tiny_eng
     lengths = [5, 9, 6, 20, 14]  # rows finish at different steps (longest prompts start first: 2, 4, 0, 1, 3)
     requests = [Request(prompt=p, max_new_tokens=n) for p, n in zip(PROMPTS, lengths)]
     merges = []
-    monkeypatch.setattr(hf, "merge_rows", lambda *a, **k: merges.append(a[3]) or _merge(*a, **k))  # a[3]: trim
+    monkeypatch.setattr(hf, "merge_rows", lambda *a, **k: merges.append(a[2]) or _merge(*a, **k))  # a[2]: trim
     shapes = []
     hook = tiny_engine.model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
@@ -334,10 +410,72 @@ def test_merge_rows_right_aligns_pads_with_zeros_and_trims():
 
     a = torch.arange(1, 1 + 2 * 1 * 5 * 1, dtype=torch.float32).reshape(2, 1, 5, 1)  # 2 rows, 5 columns
     b = torch.arange(101, 101 + 1 * 1 * 3 * 1, dtype=torch.float32).reshape(1, 1, 3, 1)  # 1 row, 3 columns
-    merged = merge_rows(cache(a), cache(b), capacity=6, trim=1).layers[0]
+    merged = merge_rows([cache(a), cache(b)], capacity=6, trim=1).layers[0]
     assert merged.keys.shape == (3, 1, 4, 1) and merged._keys.shape[-2] == 6
     assert torch.equal(merged.keys[:2], a[:, :, 1:])  # the first column, unused by every row, is trimmed
     assert torch.equal(merged.keys[2, 0, :, 0], torch.tensor([0.0, 101, 102, 103]))  # left-padded with zeros
     assert torch.equal(merged.values, -merged.keys)
     keys, _ = merged.update(torch.ones(3, 1, 1, 1), torch.ones(3, 1, 1, 1))  # keeps decoding in place
     assert keys.shape == (3, 1, 5, 1) and torch.equal(keys[:, :, 4], torch.ones(3, 1, 1))
+
+
+def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence():
+    """The split softmax over (prefix kept once, each row's masked tail) equals plain attention over prefix + tail."""
+    from types import SimpleNamespace
+
+    from forethought.engines.shared_prefix import SharedPrefix, attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, queries, prefix, tail, dim = 3, 6, 2, 4, 7, 5, 8
+    q = torch.randn(batch, heads, queries, dim)
+    head_k, head_v = torch.randn(kv_heads, prefix, dim), torch.randn(kv_heads, prefix, dim)
+    k, v = torch.randn(batch, kv_heads, tail, dim), torch.randn(batch, kv_heads, tail, dim)
+    mask = torch.rand(batch, 1, queries, tail) > 0.4
+    mask[0, 0, 0] = False  # a query that sees no tail key at all (a padding position) still sees the prefix
+    module = SimpleNamespace(layer_idx=1, num_key_value_groups=heads // kv_heads)
+    shared = SharedPrefix([torch.zeros_like(head_k), head_k], [torch.zeros_like(head_v), head_v], prefix)
+    out, _ = attention(module, q, k, v, mask, scaling=0.3, shared_prefix=shared)
+    whole_k = torch.cat([head_k.expand(batch, -1, -1, -1), k], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+    whole_v = torch.cat([head_v.expand(batch, -1, -1, -1), v], dim=2).repeat_interleave(heads // kv_heads, dim=1)
+    whole_mask = torch.cat([torch.ones(batch, 1, queries, prefix, dtype=torch.bool), mask], dim=-1)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, whole_k, whole_v, attn_mask=whole_mask, scale=0.3)
+    assert out.shape == (batch, queries, heads, dim)
+    assert torch.allclose(out, expected.transpose(1, 2), atol=1e-5)
+
+
+def test_shared_kv_keeps_the_prefix_once_and_matches_generate(tiny_engine, monkeypatch):
+    """Decoding with the shared prefix kept once: the attention sees only the rows' tails as keys, outputs equal
+    generate, and seeded samples equal those with a copy of the prefix per row."""
+    from transformers import AttentionInterface
+
+    from forethought.engines import hf, shared_prefix
+
+    monkeypatch.setattr(hf, "MIN_SHARED_KV", 16)  # the tiny prompts' prefix is shorter than the default
+    calls = []
+
+    def spy(module, query, key, value, mask, **kwargs):
+        if kwargs.get("shared_prefix") is not None:
+            calls.append((key.shape[2], kwargs["shared_prefix"].length))
+        return shared_prefix.attention(module, query, key, value, mask, **kwargs)
+
+    greedy = [Request(prompt=SHARED + tail, max_new_tokens=12) for tail in ("A", "Janet has 16 eggs.")]
+    sampled = [Request(prompt=SHARED + "def solve(x):", max_new_tokens=12, temperature=0.8, seed=5, n=4)]
+    AttentionInterface.register(shared_prefix.NAME, spy)
+    try:
+        seen = capture_tokens(tiny_engine, monkeypatch)
+        out = tiny_engine.generate(greedy, progress=False)
+        once = [s.text for s in tiny_engine.generate(sampled, progress=False)[0].samples]
+    finally:
+        AttentionInterface.register(shared_prefix.NAME, shared_prefix.attention)
+    assert calls and all(keys < prefix for keys, prefix in calls)  # tails only: the prefix is not in the cache
+    assert tiny_engine.model.config._attn_implementation == "sdpa"  # restored after the call
+    for request, completion in zip(greedy, out):
+        expected = reference(tiny_engine, tiny_engine.encode(request), 12)
+        assert expected in seen
+        assert completion.samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+    tiny_engine.shared_kv = False
+    try:
+        copied = [s.text for s in tiny_engine.generate(sampled, progress=False)[0].samples]
+    finally:
+        tiny_engine.shared_kv = True
+    assert once == copied and len(set(once)) > 1

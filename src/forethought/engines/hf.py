@@ -18,13 +18,21 @@ from torch import nn
 from transformers import DynamicCache
 
 from forethought.engines.base import Completion, Request, Sample
-from forethought.engines.kv_cache import make_cache, merge_rows, mergeable
+from forethought.engines import shared_prefix
+from forethought.engines.kv_cache import make_cache, merge_rows, mergeable, repeat_rows
 from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
 from forethought.models import DEFAULT_MODEL, load_model
 
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are encoded with each prompt
+# Shorter shared prefixes are copied into every row rather than attended once: the split attention costs more
+# operations per layer, which a short prefix does not repay (a 24-token chat system prompt measured 0.96x on CPU,
+# 2 worked demonstrations (501 tokens) 1.25x).
+MIN_SHARED_KV = 128
+# Padded prompt tokens per prefill forward pass (see HFEngine._prefill). On a 2-core CPU 1,024 was fastest (prefill
+# 2.1-2.7x faster than one padded pass at batch 64: less padding, activations that stay in cache); a GPU wants more.
+PREFILL_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 def physical_cores() -> int:
@@ -106,6 +114,11 @@ class HFEngine:
         # (merging copies the cache, and new rows attend over the old rows' padding); see BENCHMARKS.md.
         self.continuous = False
         self.device = next(model.parameters()).device
+        # prefill in passes of similar-length prompts of at most this many padded tokens (None: one padded pass)
+        self.prefill_tokens: int | None = PREFILL_TOKENS.get(self.device.type, PREFILL_TOKENS["cuda"])
+        # Attend to a batch's shared prefix from one copy of its keys and values (False: a copy per row). On by
+        # default on CPU, where decoding is bound by reading the cache; on GPUs its extra kernel launches cost more.
+        self.shared_kv = self.device.type == "cpu"
         if self.device.type == "cpu":
             torch.set_num_threads(physical_cores())
         eos = model.generation_config.eos_token_id
@@ -158,14 +171,33 @@ class HFEngine:
             self.model.train(training)
         return [Completion(samples=s, prompt_tokens=len(p)) for s, p in zip(samples, prompts)]  # type: ignore[misc]
 
+    @contextlib.contextmanager
     def _attention(self):
-        """On CUDA, attention kernels that need no per-shape planning (cuDNN's SDPA builds a plan for every new
-        sequence length, which made the first pass over new lengths about 3x slower on an H100)."""
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        """For the call: shared-prefix attention where it applies (plain sdpa otherwise), and on CUDA attention
+        kernels that need no per-shape planning (cuDNN's SDPA builds a plan for every new sequence length, which
+        made the first pass over new lengths about 3x slower on an H100)."""
+        config = self.model.config
+        saved = config._attn_implementation
+        if self._shares_kv():
+            config._attn_implementation = shared_prefix.NAME
+        try:
+            if self.device.type == "cuda":
+                from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                    yield
+            else:
+                yield
+        finally:
+            config._attn_implementation = saved
+
+    def _shares_kv(self) -> bool:
+        """Whether shared prefixes are attended from one copy: asked for, sdpa or eager attention, full-attention
+        layers only, preallocated cache, no continuous batching (merged rows could have different prefixes)."""
+        config = self.model.config
+        return (self.shared_kv and self.share_prefix and self.preallocate and not self.continuous
+                and config._attn_implementation in ("sdpa", "eager", shared_prefix.NAME)
+                and mergeable(make_cache(config, 0)))
 
     @torch.inference_mode()
     def _decode(self, units: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar):
@@ -196,11 +228,13 @@ class HFEngine:
                     mask = mask[:, trim:]
                     rows += new_rows
                     room = max(r.request.max_new_tokens - len(r.tokens) for r in rows)
-                    cache = merge_rows(cache, new_cache, mask.shape[1] + room, trim)
+                    cache = merge_rows([cache, new_cache], mask.shape[1] + room, trim)
                     logits = torch.cat([logits, new_logits])
                     position = torch.cat([position, new_mask.sum(-1)])
                 else:
-                    rows, logits, mask, cache, position = new_rows, new_logits, new_mask, new_cache, new_mask.sum(-1)
+                    rows, logits, mask, cache = new_rows, new_logits, new_mask, new_cache
+                    prefix = getattr(cache, "shared_prefix", None)
+                    position = mask.sum(-1) + (prefix.length if prefix else 0)
             chosen = self._pick(logits, rows)
             logprobs = None
             if any(r.request.logprobs for r in rows):
@@ -222,8 +256,11 @@ class HFEngine:
                 mask, position, chosen = mask[index], position[index], chosen[index]
                 rows = [rows[k] for k in keep]
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position[:, None],
-                             past_key_values=cache, use_cache=True)
+            attention, extra = mask, {}
+            if prefix := getattr(cache, "shared_prefix", None):  # the prefix is not in `mask`: a 4D mask of the tails
+                attention, extra = mask[:, None, None, :].bool(), {"shared_prefix": prefix}
+            out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=position[:, None],
+                             past_key_values=cache, use_cache=True, **extra)
             logits = out.logits[:, -1, :].float()
             position = position + 1
 
@@ -247,33 +284,95 @@ class HFEngine:
         return rows, logits, mask, cache
 
     def _prefill(self, prompts: list[list[int]], new_tokens: int):
-        """Encode `prompts` into a fresh KV cache; the prefix they all share is computed once and copied.
+        """Encode `prompts` into a fresh KV cache; returns the last-position logits, the attention mask and the cache.
 
-        Returns the last-position logits, the attention mask (prompts left-padded after the shared prefix)
-        and the cache.
+        The prefix they all share (for a single prompt: all but its last token, when shared-prefix attention is on)
+        is computed once. With shared-prefix attention it stays one copy, attached to the cache as `shared_prefix`,
+        and the mask covers the tails only; otherwise it is copied into every row. The tails are encoded in passes
+        of similar-length prompts, each at most `prefill_tokens` padded tokens (longest first), so little compute
+        goes to padding and activations stay small; the passes' caches are then joined right-aligned. Rows come
+        back in the order of `prompts`.
         """
+        single = self._shares_kv()
         shared = 0
         if len(prompts) > 1 and self.share_prefix:
             shortest = min(len(p) for p in prompts)
             while shared < shortest - 1 and all(p[shared] == prompts[0][shared] for p in prompts):
                 shared += 1
-            shared = shared if shared >= MIN_SHARED_PREFIX else 0
-        length = max(len(p) for p in prompts) - shared
-        cache = (make_cache(self.model.config, shared + length + new_tokens) if self.preallocate
-                 else DynamicCache(config=self.model.config))
+        elif single:
+            shared = len(prompts[0]) - 1
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        single = single and shared >= MIN_SHARED_KV
+        width = max(len(p) for p in prompts) - (shared if single else 0)
+        order = sorted(range(len(prompts)), key=lambda b: len(prompts[b]), reverse=True)
+        passes = self._passes([len(prompts[b]) - shared for b in order])
+        if not single and (len(passes) == 1 or not self.preallocate or not mergeable(make_cache(self.model.config, 0))):
+            cache = (make_cache(self.model.config, width + new_tokens) if self.preallocate
+                     else DynamicCache(config=self.model.config))
+            if shared:
+                self._encode_head(prompts[0][:shared], cache)
+                cache.batch_repeat_interleave(len(prompts))
+            return self._encode(prompts, shared, cache)
+        head = make_cache(self.model.config, shared)
         if shared:
-            head = torch.tensor([prompts[0][:shared]], device=self.device)
-            self.model(input_ids=head, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(len(prompts))
+            self._encode_head(prompts[0][:shared], head)
+        prefix = shared_prefix.SharedPrefix.from_cache(head) if single else None
+        parts = []
+        for chunk in passes:
+            group = [prompts[order[i]] for i in chunk]
+            if single or not shared:
+                cache = make_cache(self.model.config, len(group[0]) - (shared if single else 0))
+            else:
+                cache = repeat_rows(head, len(group), len(group[0]))
+            parts.append(self._encode(group, shared, cache, prefix))
+        logits = torch.cat([p[0] for p in parts])
+        mask = torch.cat([nn.functional.pad(p[1], (width - p[1].shape[1], 0)) for p in parts])
+        cache = merge_rows([p[2] for p in parts], width + new_tokens)
+        cache.shared_prefix = prefix
+        if order != list(range(len(order))):
+            back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=self.device)
+            cache.batch_select_indices(back)
+            logits, mask = logits[back], mask[back]
+        return logits, mask, cache
+
+    def _passes(self, lengths: list[int]) -> list[list[int]]:
+        """Split positions 0..n-1 of prompts sorted longest first into runs of at most `prefill_tokens` padded
+        tokens (a longer prompt gets a pass of its own); no limit when `prefill_tokens` is None."""
+        passes: list[list[int]] = []
+        for i in range(len(lengths)):
+            if passes and (self.prefill_tokens is None
+                           or (len(passes[-1]) + 1) * lengths[passes[-1][0]] <= self.prefill_tokens):
+                passes[-1].append(i)
+            else:
+                passes.append([i])
+        return passes
+
+    def _encode_head(self, ids: list[int], cache) -> None:
+        self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
+
+    def _encode(self, prompts: list[list[int]], shared: int, cache, prefix: shared_prefix.SharedPrefix | None = None):
+        """Encode the prompts' tails after their `shared` first tokens (held in `cache`, or in `prefix`, kept once),
+        left-padded to the longest, in one forward pass. The returned mask covers the cache's columns."""
+        length = max(len(p) for p in prompts) - shared
         input_ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
         tail = torch.zeros((len(prompts), length), dtype=torch.long)
         for b, ids in enumerate(prompts):
             input_ids[b, length - len(ids) + shared:] = torch.tensor(ids[shared:])
             tail[b, length - len(ids) + shared:] = 1
-        mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long), tail], dim=1).to(self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, shared:]
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        tail = tail.to(self.device)
+        positions = shared + (tail.cumsum(-1) - 1).masked_fill(tail == 0, 0)
+        if prefix is not None:  # a 4D mask of the tails: causal, padding excluded (the prefix is seen by all)
+            if self.model.config._attn_implementation != shared_prefix.NAME:
+                raise RuntimeError("shared-prefix attention is off: encode inside HFEngine._attention()")
+            mask = tail
+            causal = torch.ones((length, length), dtype=torch.bool, device=self.device).tril()
+            extra = {"attention_mask": causal[None, None] & tail.bool()[:, None, None, :], "shared_prefix": prefix}
+        else:
+            mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=self.device), tail], dim=1)
+            extra = {"attention_mask": mask}
+        out = self.model(input_ids=input_ids.to(self.device), position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1, :].float(), mask, cache
 
     def _row(self, request: Request, request_index: int, index: int) -> _Row:

@@ -7,6 +7,9 @@ returns views of its filled part, so a decode step writes one column.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -83,30 +86,51 @@ def make_cache(config, capacity: int) -> DynamicCache:
 
 
 def mergeable(cache: DynamicCache) -> bool:
-    """Whether every layer is a plain full-attention layer, so rows of two caches can be merged."""
-    return all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
+    """Whether every layer is a plain full-attention layer and no prefix is kept apart, so rows can be merged."""
+    plain = all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
+    return plain and getattr(cache, "shared_prefix", None) is None
 
 
-def merge_rows(first: DynamicCache, second: DynamicCache, capacity: int, trim: int = 0) -> DynamicCache:
-    """`first`, now holding its rows then `second`'s, right-aligned (left-padded with zeros) to the longer one.
+def merge_rows(caches: Sequence[DynamicCache], capacity: int, trim: int = 0) -> DynamicCache:
+    """One cache holding the rows of `caches` in order, each right-aligned (left-padded with zeros) to the longest.
 
-    `trim` leading columns of the aligned result, which no row attends to, are dropped. Used by continuous
-    batching to admit newly prefilled rows into a running batch; zeros (not garbage) keep masked columns finite.
+    `trim` leading columns of the aligned result, which no row attends to, are dropped. Used to join prefill
+    passes of different prompt lengths, and by continuous batching to admit newly prefilled rows into a running
+    batch; zeros (not garbage) keep masked columns finite. The first cache is reused as the container.
     """
     layers = []
-    for a, b in zip(first.layers, second.layers):
-        length = max(a.keys.shape[-2], b.keys.shape[-2])
+    for parts in zip(*(c.layers for c in caches)):
+        length = max(p.keys.shape[-2] for p in parts)
         layer = GrowingLayer(max(capacity, length - trim))
-        layer.lazy_initialization(a.keys, a.values)
-        for name in ("_keys", "_values"):
-            x, y = getattr(a, name[1:]), getattr(b, name[1:])
-            buf = x.new_zeros((x.shape[0] + y.shape[0], *x.shape[1:-2], layer.capacity, x.shape[-1]))
-            for rows, src in ((slice(0, x.shape[0]), x), (slice(x.shape[0], None), y)):
+        layer.lazy_initialization(parts[0].keys, parts[0].values)
+        for name in ("keys", "values"):
+            first = getattr(parts[0], name)
+            rows = sum(getattr(p, name).shape[0] for p in parts)
+            buf = first.new_zeros((rows, *first.shape[1:-2], layer.capacity, first.shape[-1]))
+            row = 0
+            for part in parts:
+                src = getattr(part, name)
                 start = length - src.shape[-2] - trim  # where src's first column lands after trimming
-                buf[rows, ..., max(0, start): length - trim, :] = src[..., max(0, -start):, :]
-            setattr(layer, name, buf)
+                buf[row: row + src.shape[0], ..., max(0, start): length - trim, :] = src[..., max(0, -start):, :]
+                row += src.shape[0]
+            setattr(layer, "_" + name, buf)
         layer.length = length - trim
         layer.keys, layer.values = layer._keys[..., : layer.length, :], layer._values[..., : layer.length, :]
         layers.append(layer)
-    first.layers = layers
-    return first
+    merged = caches[0]
+    merged.layers = layers
+    return merged
+
+
+def repeat_rows(cache: DynamicCache, repeats: int, capacity: int) -> DynamicCache:
+    """A new cache with `cache`'s rows each repeated `repeats` times, in GrowingLayers of `capacity` positions
+    (the source is left as it is, so one encoded prefix can seed several prefill passes)."""
+    layers = []
+    for old in cache.layers:
+        layer = GrowingLayer(max(capacity, old.keys.shape[-2]))
+        if old.keys is not None and old.keys.numel():
+            layer.update(old.keys.repeat_interleave(repeats, dim=0), old.values.repeat_interleave(repeats, dim=0))
+        layers.append(layer)
+    new = copy.copy(cache)
+    new.layers = layers
+    return new
