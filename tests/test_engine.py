@@ -345,6 +345,37 @@ def test_smollm2_batched_greedy_equals_generate(smollm2_dir):
         assert completion.samples[0].text == engine.tokenizer.decode(expected, skip_special_tokens=True)
 
 
+@pytest.mark.slow
+def test_smollm2_shared_prefix_attention_and_prefill_passes_equal_generate(smollm2_dir):
+    """The embedded model with a long shared prefix (two worked demonstrations, kept once) and the prompts' tails
+    prefilled in several passes: greedy tokens equal generate, prompt by prompt."""
+    from forethought import plans
+    from forethought.engines import hf
+    from forethought.tasks import get_task
+
+    engine = HFEngine(str(smollm2_dir), device="cpu")
+    task = get_task("synthetic/arithmetic", difficulty=2)
+    demos = plans.demo_messages(task.demos(2), "natural", "number")
+    work = task.demos(5)[2:]
+    requests = [Request(messages=demos + plans.solve_with_plan_messages(d.question, d.plan, "number"),
+                        max_new_tokens=20) for d in work]
+    ids = [engine.encode(r) for r in requests]
+    shared = next(k for k in range(min(map(len, ids))) if len({i[k] for i in ids}) > 1)
+    assert shared >= hf.MIN_SHARED_KV and engine.shared_kv
+    engine.prefill_tokens = max(len(i) for i in ids) - shared  # one tail per pass
+    calls = []
+    hook = engine.model.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(module.config._attn_implementation), with_kwargs=True)
+    try:
+        out = engine.generate(requests, progress=False)
+    finally:
+        hook.remove()
+    assert hf.shared_prefix.NAME in calls
+    for request, completion in zip(requests, out):
+        expected = reference(engine, engine.encode(request), 20)
+        assert completion.samples[0].text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+
+
 def test_continuous_batching_refills_finished_rows_and_matches_generate(tiny_engine, monkeypatch):
     """Rows that finish early are replaced by waiting requests mid-decode; every output still equals generate."""
     from forethought.engines import hf
@@ -479,3 +510,39 @@ def test_shared_kv_keeps_the_prefix_once_and_matches_generate(tiny_engine, monke
     finally:
         tiny_engine.shared_kv = True
     assert once == copied and len(set(once)) > 1
+
+
+def test_shared_kv_reaches_a_peft_wrapped_model(tiny_model_dir, monkeypatch):
+    """A learner's LoRA model wrapped by from_loaded: the shared-prefix attention is switched on where the attention
+    layers read it (their config), and samples equal those with a copy of the prefix per row."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forethought.engines import hf
+
+    monkeypatch.setattr(hf, "MIN_SHARED_KV", 16)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    engine = HFEngine.from_loaded(model, AutoTokenizer.from_pretrained(tiny_model_dir), batch_size=8)
+    seen = []
+    hook = base.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(module.config._attn_implementation), with_kwargs=True)
+    requests = [Request(prompt=SHARED + "def solve(x):", max_new_tokens=10, temperature=0.8, seed=2, n=3)]
+    try:
+        once = [s.text for s in engine.generate(requests, progress=False)[0].samples]
+        engine.shared_kv = False
+        copied = [s.text for s in engine.generate(requests, progress=False)[0].samples]
+    finally:
+        hook.remove()
+    assert hf.shared_prefix.NAME in seen and once == copied
+
+
+def test_recipe_engine_settings_reach_the_hf_engine(tiny_model_dir):
+    from forethought.config import validate
+    from forethought.engines.settings import EngineSettings
+
+    settings = validate(EngineSettings, {"prefill_tokens": 512, "shared_kv": False, "continuous": True}, "r.yaml")
+    engine = get_engine(settings.kind, str(tiny_model_dir), **settings.options())
+    assert (engine.prefill_tokens, engine.shared_kv, engine.continuous) == (512, False, True)
+    default = get_engine("hf", str(tiny_model_dir), device="cpu")
+    assert (default.prefill_tokens, default.shared_kv, default.continuous) == (1024, True, False)

@@ -20,7 +20,8 @@ def _engine(**data) -> EngineSettings:
 
 
 def test_options_hold_only_the_kinds_settings():
-    assert _engine().options() == {"batch_size": 64, "device": None, "dtype": None, "trust_remote_code": False}
+    assert _engine().options() == {"batch_size": 64, "device": None, "dtype": None, "trust_remote_code": False,
+                                   "prefill_tokens": None, "shared_kv": None, "continuous": False}
     opts = _engine(kind="openai", base_urls=["http://a:8000/v1", "http://b:8000/v1"], api_key_env="K",
                    replicas=2, replica_cpus=2).options()
     assert opts["base_urls"] == ["http://a:8000/v1", "http://b:8000/v1"] and opts["api_key_env"] == "K"
@@ -35,6 +36,8 @@ def test_options_hold_only_the_kinds_settings():
     ({"kind": "openai", "base_urls": ["http://a/v1"], "launch": "vllm serve {model}"}, "not both"),
     ({"kind": "openai", "base_urls": ["a:8000"]}, "must start with http"),
     ({"kind": "vllm", "batch_size": 8}, "batch_size does not apply to engine.kind=vllm"),
+    ({"kind": "openai", "base_urls": ["http://a/v1"], "shared_kv": True}, "shared_kv does not apply"),
+    ({"prefill_tokens": 0}, "'prefill_tokens': Input should be greater than or equal to 1"),
     ({"replicas": 0}, "'replicas': Input should be greater than or equal to 1"),
     ({"replica_gpus": 1}, "need replicas > 1"),
     ({"kind": "sglang"}, "valid values: hf, openai, vllm"),

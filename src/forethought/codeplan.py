@@ -135,8 +135,7 @@ class CodePlanRun:
 
         start = time.perf_counter()
         e = self.cfg.engine
-        engine = get_engine(e.kind, self.cfg.annotator, device=e.device, dtype=e.dtype, batch_size=e.batch_size,
-                            trust_remote_code=e.trust_remote_code)
+        engine = get_engine(e.kind, self.cfg.annotator, **e.options())
         annotate(engine, cfg, out, model_name=self.cfg.annotator, progress=self.progress)
         del engine
         gc.collect()
@@ -178,8 +177,7 @@ class CodePlanRun:
             return
         start = time.perf_counter()
         e, v = self.cfg.engine, self.cfg.eval
-        engine = get_engine(e.kind, model, device=e.device, dtype=e.dtype, batch_size=e.batch_size,
-                            trust_remote_code=e.trust_remote_code)
+        engine = get_engine(e.kind, model, **e.options())
         result = evaluate(engine, self.task, self.eval_q, model_name=model, plan_format=variant,
                           temperature=v.temperature, max_new_tokens=v.max_new_tokens,
                           plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed, progress=self.progress)

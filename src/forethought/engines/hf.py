@@ -93,9 +93,20 @@ class HFEngine:
         dtype: str | None = None,
         batch_size: int = 64,
         trust_remote_code: bool = False,
+        prefill_tokens: int | None = None,
+        shared_kv: bool | None = None,
+        continuous: bool = False,
     ) -> None:
+        """`prefill_tokens`, `shared_kv`: None keeps the device's default (see _setup); `continuous`: refill rows."""
         loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self._setup(loaded, tokenizer, batch_size)
+        if prefill_tokens is not None:
+            if prefill_tokens < 1:
+                raise UserError(f"prefill_tokens must be >= 1 (got {prefill_tokens})")
+            self.prefill_tokens = prefill_tokens
+        if shared_kv is not None:
+            self.shared_kv = shared_kv
+        self.continuous = continuous
 
     @classmethod
     def from_loaded(cls, model, tokenizer, *, batch_size: int = 64) -> HFEngine:

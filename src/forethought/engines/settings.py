@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from forethought.config import StrictModel
 
-_HF = {"batch_size", "device", "dtype", "trust_remote_code"}
+_HF = {"batch_size", "device", "dtype", "trust_remote_code", "prefill_tokens", "shared_kv", "continuous"}
 _OPENAI = {"base_urls", "launch", "served_model", "api_key_env", "max_concurrency", "max_retries", "timeout"}
 _VLLM = {"dtype", "trust_remote_code", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len",
          "enable_sleep_mode"}
@@ -26,6 +26,11 @@ class EngineSettings(StrictModel):
     device: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
+    # hf only: padded prompt tokens per prefill pass, shared prefixes attended from one copy (None: the device's
+    # default, 1,024 and on for CPU, 16,384 and off for CUDA), refill finished rows mid-decode (see BENCHMARKS.md)
+    prefill_tokens: int | None = Field(None, ge=1)
+    shared_kv: bool | None = None
+    continuous: bool = False
     # openai: running servers (base_urls) or a command that serves each model ({model}, {gguf}, {name}, {port}...)
     base_urls: list[str] = []
     launch: str | None = None
