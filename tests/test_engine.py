@@ -106,6 +106,18 @@ def test_seeded_sampling_is_reproducible_and_independent_of_batch(tiny_engine):
     assert [s.text for s in other_seed.samples] != [s.text for s in alone.samples]
 
 
+def test_greedy_and_sampled_rows_in_one_batch(tiny_engine, monkeypatch):
+    """A batch mixing greedy and sampled rows: the greedy row equals generate, the sampled rows equal the same
+    request sampled alone (an all-sampled batch takes a shorter path)."""
+    greedy = Request(prompt=PROMPTS[2], max_new_tokens=12)
+    sampled = Request(prompt=PROMPTS[0], n=2, temperature=0.9, seed=4, max_new_tokens=12)
+    mixed = tiny_engine.generate([greedy, sampled], progress=False)
+    alone = tiny_engine.generate([sampled], progress=False)[0]
+    expected = reference(tiny_engine, tiny_engine.encode(greedy), 12)
+    assert mixed[0].samples[0].text == tiny_engine.tokenizer.decode(expected, skip_special_tokens=True)
+    assert [s.text for s in mixed[1].samples] == [s.text for s in alone.samples]
+
+
 def test_top_p_tiny_keeps_only_the_most_likely_token(tiny_engine):
     greedy = tiny_engine.generate([Request(prompt=PROMPTS[0], max_new_tokens=10)], progress=False)[0].samples[0]
     nucleus = tiny_engine.generate([Request(prompt=PROMPTS[0], temperature=1.0, top_p=1e-6, seed=5,

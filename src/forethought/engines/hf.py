@@ -395,13 +395,15 @@ class HFEngine:
 
     def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Next token per row: argmax for greedy rows, seeded inverse-CDF sampling with temperature/top-p otherwise."""
-        chosen = logits.argmax(dim=-1)
         sampled = [k for k, row in enumerate(rows) if row.generator is not None]
+        if len(sampled) < len(rows):
+            chosen = logits.argmax(dim=-1)
         if not sampled:
             return chosen
-        index = torch.tensor(sampled, device=logits.device)
+        every = len(sampled) == len(rows)  # the common case: no argmax, no copy of the sampled rows' logits
+        index = None if every else torch.tensor(sampled, device=logits.device)
         temperature = torch.tensor([rows[k].request.temperature for k in sampled], device=logits.device)
-        probs = torch.softmax(logits[index] / temperature[:, None], dim=-1)
+        probs = torch.softmax((logits if every else logits[index]) / temperature[:, None], dim=-1)
         order = None
         top_p = torch.tensor([rows[k].request.top_p for k in sampled], device=logits.device)
         if (top_p < 1).any():
@@ -413,6 +415,8 @@ class HFEngine:
         picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(max=cdf.shape[-1] - 1)
         if order is not None:
             picked = order.gather(1, picked)
+        if every:
+            return picked[:, 0]
         chosen[index] = picked[:, 0]
         return chosen
 
