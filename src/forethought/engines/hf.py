@@ -27,8 +27,8 @@ from forethought.models import DEFAULT_MODEL, load_model
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are encoded with each prompt
 # Shorter shared prefixes are copied into every row rather than attended once: the split attention costs more
-# operations per layer, which a short prefix does not repay (a 24-token chat system prompt measured 0.96x on CPU,
-# 2 worked demonstrations (501 tokens) 1.25x).
+# operations per layer, which a short prefix does not repay (on CPU a 24-token chat system prompt measured 0.96x;
+# 2 worked demonstrations, 501 tokens, 1.25x with every row decoding 64 tokens and 1.93x with eos on).
 MIN_SHARED_KV = 128
 # Padded prompt tokens per prefill forward pass (see HFEngine._prefill). On a 2-core CPU 1,024 was fastest (prefill
 # 2.1-2.7x faster than one padded pass at batch 64: less padding, activations that stay in cache); a GPU wants more.
@@ -304,20 +304,21 @@ class HFEngine:
         goes to padding and activations stay small; the passes' caches are then joined right-aligned. Rows come
         back in the order of `prompts`.
         """
-        single = self._shares_kv()
+        kept_once = self._shares_kv()
         shared = 0
         if len(prompts) > 1 and self.share_prefix:
             shortest = min(len(p) for p in prompts)
             while shared < shortest - 1 and all(p[shared] == prompts[0][shared] for p in prompts):
                 shared += 1
-        elif single:
+        elif kept_once:
             shared = len(prompts[0]) - 1
         shared = shared if shared >= MIN_SHARED_PREFIX else 0
-        single = single and shared >= MIN_SHARED_KV
-        width = max(len(p) for p in prompts) - (shared if single else 0)
+        kept_once = kept_once and shared >= MIN_SHARED_KV
+        width = max(len(p) for p in prompts) - (shared if kept_once else 0)
         order = sorted(range(len(prompts)), key=lambda b: len(prompts[b]), reverse=True)
         passes = self._passes([len(prompts[b]) - shared for b in order])
-        if not single and (len(passes) == 1 or not self.preallocate or not mergeable(make_cache(self.model.config, 0))):
+        joinable = self.preallocate and mergeable(make_cache(self.model.config, 0))
+        if not kept_once and (len(passes) == 1 or not joinable):  # one pass; the prefix copied into every row
             cache = (make_cache(self.model.config, width + new_tokens) if self.preallocate
                      else DynamicCache(config=self.model.config))
             if shared:
@@ -327,12 +328,12 @@ class HFEngine:
         head = make_cache(self.model.config, shared)
         if shared:
             self._encode_head(prompts[0][:shared], head)
-        prefix = shared_prefix.SharedPrefix.from_cache(head) if single else None
+        prefix = shared_prefix.SharedPrefix.from_cache(head) if kept_once else None
         parts = []
         for chunk in passes:
             group = [prompts[order[i]] for i in chunk]
-            if single or not shared:
-                cache = make_cache(self.model.config, len(group[0]) - (shared if single else 0))
+            if kept_once or not shared:
+                cache = make_cache(self.model.config, len(group[0]) - (shared if kept_once else 0))
             else:
                 cache = repeat_rows(head, len(group), len(group[0]))
             parts.append(self._encode(group, shared, cache, prefix))
