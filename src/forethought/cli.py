@@ -35,6 +35,22 @@ def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _fmt_delta(d: dict) -> str:
+    """A paired difference in percentage points with its 95% interval."""
+    return f"{100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+
+
+def _models_table(title: str, models: dict, plan_format: bool = False) -> Table:
+    """One row per evaluated model: accuracy, interval, unparseable answers, questions."""
+    table = Table(title=title)
+    for col in ("model", *(["plan format"] if plan_format else []), "accuracy", "95% CI", "unparseable", "questions"):
+        table.add_column(col, justify="right")
+    for name, m in models.items():
+        table.add_row(name, *([m["plan_format"]] if plan_format else []), f"{m['accuracy']:.3f}", _fmt_ci(m["ci95"]),
+                      str(m["unparseable"]), str(m["n"]))
+    return table
+
+
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Option(..., "--task", "-t", help="Task name (see `forethought tasks`) or a custom task .yaml."),
@@ -66,7 +82,6 @@ def eval_cmd(
     from forethought.engines import close_engine, get_engine
     from forethought.engines.settings import EngineSettings
     from forethought.evaluate import evaluate
-    from forethought.jsonl import write_json, write_jsonl
     from forethought.tasks import get_task
 
     plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
@@ -91,8 +106,7 @@ def eval_cmd(
         close_engine(engine)
     result.summary.update(split=split or the_task.default_split, data=data)
     output.mkdir(parents=True, exist_ok=True)
-    write_jsonl(output / "records.jsonl", result.records)
-    write_json(output / "summary.json", result.summary)
+    result.write(output)
 
     s = result.summary
     table = Table(title=f"{s['task']} · {s['model']}")
@@ -263,17 +277,11 @@ def codeplan(
     from forethought.codeplan import run_codeplan
 
     summary = run_codeplan(recipe, overrides or [], progress=not quiet)
-    table = Table(title="CodePlan")
-    for col in ("model", "plan format", "accuracy", "95% CI", "unparseable", "questions"):
-        table.add_column(col, justify="right")
-    for name, m in summary["models"].items():
-        table.add_row(name, m["plan_format"], f"{m['accuracy']:.3f}", _fmt_ci(m["ci95"]), str(m["unparseable"]),
-                      str(m["n"]))
-    out.print(table)
+    out.print(_models_table("CodePlan", summary["models"], plan_format=True))
     a = summary["annotation"]
     out.print(f"annotation: kept {a['kept']} of {a['processed']} ({100 * (a['kept_fraction'] or 0):.1f}%)")
     if d := summary.get("code_minus_none"):
-        out.print(f"code - none: {100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+        out.print(f"code - none: {_fmt_delta(d)}")
 
 
 @app.command()
@@ -286,14 +294,9 @@ def cpl(
     from forethought.cpl import run_cpl
 
     summary = run_cpl(recipe, overrides or [], progress=not quiet)
-    table = Table(title="CPL")
-    for col in ("model", "accuracy", "95% CI", "unparseable", "questions"):
-        table.add_column(col, justify="right")
-    for name, m in summary["models"].items():
-        table.add_row(name, f"{m['accuracy']:.3f}", _fmt_ci(m["ci95"]), str(m["unparseable"]), str(m["n"]))
-    out.print(table)
+    out.print(_models_table("CPL", summary["models"]))
     for name, d in summary["deltas"].items():
-        out.print(f"{name}: {100 * d['delta']:+.1f} pp [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+        out.print(f"{name}: {_fmt_delta(d)}")
     for name, s in summary["search"].items():
         out.print(f"{name} search: {s.get('tokens', 0)} tokens, {s.get('solved', 0)}/{s.get('questions', 0)} "
                   f"questions solved, {s.get('pairs', 0)} pairs, {s.get('sft_rows', 0)} SFT paths")

@@ -150,8 +150,7 @@ class CplRun:
                           plan_max_new_tokens=e.plan_max_new_tokens, seed=self.cfg.seed, progress=self.progress)
         del engine
         gc.collect()
-        write_jsonl(d / "records.jsonl", result.records)
-        write_json(d / "summary.json", result.summary)
+        result.write(d)
         self._timed(f"eval_{name}", start)
 
     def summary(self) -> dict:

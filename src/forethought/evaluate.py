@@ -6,9 +6,11 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from forethought import plans
 from forethought.engines.base import Engine, Request
+from forethought.jsonl import write_json, write_jsonl
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.report.metrics import accuracy_ci, correct_by_question
@@ -21,10 +23,35 @@ class EvalResult:
     records: list[dict]
     summary: dict
 
+    def write(self, directory: Path) -> None:
+        """DIR/records.jsonl, then DIR/summary.json (written last: its presence marks the evaluation done)."""
+        write_jsonl(directory / "records.jsonl", self.records)
+        write_json(directory / "summary.json", self.summary)
+
 
 def request_seed(seed: int, example_id: str, stage: str = "") -> int:
     """A stable per-question seed, so a question's samples do not depend on what else is in the batch."""
     return zlib.crc32(f"{seed}:{stage}:{example_id}".encode()) & 0x7FFFFFFF
+
+
+def _one_pass(plan_format: str, task: Task, examples: Sequence[Example], shots):
+    """For the one-pass formats: the prompts, an assistant prefix to continue, stop strings, and how a reply splits
+    into (plan, answer). `code`: the reply opens a ```python block, writes the plan, closes it, answers. `steps`
+    (CPL): <plan><step>..</step>..</plan><solution>..</solution>; no <solution> means no plan, all answer."""
+    if plan_format == "code":
+        def split(text: str):
+            parsed = code.parse(code.OPEN + text)
+            return parsed.plan, parsed.response
+
+        return [plans.code_plan_messages(ex.question, task.answer_type, shots) for ex in examples], [], (), split
+    from forethought.search import steps
+
+    def split(text: str):
+        plan, tag, solution = text.partition(steps.SOLUTION_OPEN)
+        return (plan, solution) if tag else (None, text)
+
+    prompts = [steps.messages(ex.question, task.answer_type) for ex in examples]
+    return prompts, [{"role": "assistant", "content": steps.root_prefix()}], (steps.SOLUTION_CLOSE,), split
 
 
 def evaluate(
@@ -65,36 +92,19 @@ def evaluate(
             for i, ex in enumerate(examples)
             for s in done[i].samples
         ]
-    elif plan_format == "code":  # one pass: the reply opens a ```python block, writes the plan, closes it, answers
-        prompts = [plans.code_plan_messages(ex.question, task.answer_type, shots) for ex in examples]
+    elif plan_format in ("code", "steps"):  # one pass: the reply holds the plan, then the answer
+        prompts, prefix, stop, split = _one_pass(plan_format, task, examples, shots)
         reqs = [
-            Request(messages=p, n=n, max_new_tokens=plan_max_new_tokens + max_new_tokens,
+            Request(messages=p + prefix, n=n, max_new_tokens=plan_max_new_tokens + max_new_tokens, stop=stop,
                     seed=request_seed(seed, ex.id), **sampling)
             for p, ex in zip(prompts, examples)
         ]
         done = engine.generate(reqs, progress=progress)
-        rows = []
-        for i, ex in enumerate(examples):
-            for s in done[i].samples:
-                parsed = code.parse(code.OPEN + s.text)
-                rows.append((ex, prompts[i], parsed.plan, parsed.response, s.tokens, s.finish_reason))
-    elif plan_format == "steps":  # CPL, one pass: <plan><step>..</step>..</plan><solution>..</solution>
-        from forethought.search import steps
-
-        prompts = [steps.messages(ex.question, task.answer_type) for ex in examples]
-        reqs = [
-            Request(messages=p + [{"role": "assistant", "content": steps.root_prefix()}], n=n,
-                    max_new_tokens=plan_max_new_tokens + max_new_tokens, stop=(steps.SOLUTION_CLOSE,),
-                    seed=request_seed(seed, ex.id), **sampling)
-            for p, ex in zip(prompts, examples)
+        rows = [
+            (ex, prompts[i], *split(s.text), s.tokens, s.finish_reason)
+            for i, ex in enumerate(examples)
+            for s in done[i].samples
         ]
-        done = engine.generate(reqs, progress=progress)
-        rows = []
-        for i, ex in enumerate(examples):
-            for s in done[i].samples:
-                plan, tag, solution = s.text.partition(steps.SOLUTION_OPEN)
-                rows.append((ex, prompts[i], plan if tag else None, solution if tag else s.text, s.tokens,
-                             s.finish_reason))
     else:  # natural: plan turn, then a solution turn that follows each plan
         plan_reqs = [
             Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=plan_max_new_tokens,

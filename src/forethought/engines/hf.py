@@ -125,6 +125,8 @@ class HFEngine:
         # (merging copies the cache, and new rows attend over the old rows' padding); see BENCHMARKS.md.
         self.continuous = False
         self.device = next(model.parameters()).device
+        # only full-attention layers: prefill passes can be joined and a shared prefix can be kept apart
+        self._full_attention = mergeable(make_cache(model.config, 0))
         # prefill in passes of similar-length prompts of at most this many padded tokens (None: one padded pass)
         self.prefill_tokens: int | None = PREFILL_TOKENS.get(self.device.type, PREFILL_TOKENS["cuda"])
         # Attend to a batch's shared prefix from one copy of its keys and values (False: a copy per row). On by
@@ -205,10 +207,9 @@ class HFEngine:
     def _shares_kv(self) -> bool:
         """Whether shared prefixes are attended from one copy: asked for, sdpa or eager attention, full-attention
         layers only, preallocated cache, no continuous batching (merged rows could have different prefixes)."""
-        config = self.model.config
         return (self.shared_kv and self.share_prefix and self.preallocate and not self.continuous
-                and config._attn_implementation in ("sdpa", "eager", shared_prefix.NAME)
-                and mergeable(make_cache(config, 0)))
+                and self._full_attention
+                and self.model.config._attn_implementation in ("sdpa", "eager", shared_prefix.NAME))
 
     @torch.inference_mode()
     def _decode(self, units: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar):
@@ -317,8 +318,8 @@ class HFEngine:
         width = max(len(p) for p in prompts) - (shared if kept_once else 0)
         order = sorted(range(len(prompts)), key=lambda b: len(prompts[b]), reverse=True)
         passes = self._passes([len(prompts[b]) - shared for b in order])
-        joinable = self.preallocate and mergeable(make_cache(self.model.config, 0))
-        if not kept_once and (len(passes) == 1 or not joinable):  # one pass; the prefix copied into every row
+        if not kept_once and (len(passes) == 1 or not (self.preallocate and self._full_attention)):
+            # one pass; the prefix (if any) copied into every row
             cache = (make_cache(self.model.config, width + new_tokens) if self.preallocate
                      else DynamicCache(config=self.model.config))
             if shared:

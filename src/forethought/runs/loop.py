@@ -173,10 +173,7 @@ class Runner:
             max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot,
             seed=self.cfg.seed, progress=self.progress,
         )
-        d = self.state.iter_dir(t) / "eval"
-        d.mkdir(parents=True, exist_ok=True)
-        write_jsonl(d / "records.jsonl", result.records)
-        write_json(d / "summary.json", result.summary)
+        result.write(self.state.iter_dir(t) / "eval")
         self.state.add_seconds(t, "eval", time.perf_counter() - start)
 
         sampled = sampling_metrics(read_records(self.state.iter_dir(t) / "samples.jsonl")) if t else {}
