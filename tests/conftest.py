@@ -80,3 +80,28 @@ def smollm2_dir() -> Path:
     from forethought.models import resolve_model
 
     return resolve_model("smollm2-135m")
+
+
+# Benchmark files: the few rows in tests/fixtures/data always; the full files as well when they are present.
+FIXTURE_DATA = Path(__file__).resolve().parent / "fixtures" / "data"
+
+
+def full_data_dir() -> Path | None:
+    """The full benchmark files: $FORETHOUGHT_DATA if set, else ../shared/data beside the repository; None when that
+    folder is missing or empty (FORETHOUGHT_DATA= or an empty folder runs the tests on the fixtures alone)."""
+    env = os.environ.get("FORETHOUGHT_DATA")
+    path = Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if env == "" or not path.is_dir() or not any(path.iterdir()):
+        return None
+    return path
+
+
+FULL_DATA = full_data_dir()
+
+
+@pytest.fixture(params=[FIXTURE_DATA, *([FULL_DATA] if FULL_DATA else [])],
+                ids=["fixtures", *(["full"] if FULL_DATA else [])])
+def data_dir(request) -> Path:
+    """A benchmark data folder in the loaders' `--data` layout: the fixtures, then the full data when present.
+    Compare with FIXTURE_DATA for checks that only hold on the full files (published sizes)."""
+    return request.param

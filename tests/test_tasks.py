@@ -1,4 +1,8 @@
-"""Built-in tasks load the real benchmark files in ../shared/data: ids, gold forms, choices, questions, errors."""
+"""Built-in tasks load real benchmark files: ids, gold forms, choices, questions, errors.
+
+Each test that reads files runs on the few rows in tests/fixtures/data, and again on the full files when they are
+present ($FORETHOUGHT_DATA, else ../shared/data; see tests/fixtures/SOURCES.md), where the published sizes are checked.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,7 @@ from forethought.tasks import get_task, list_tasks
 from forethought.tasks.bbh import BBH_SUBTASKS
 from forethought.tasks.mathtasks import last_boxed
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 def jsonl(path: Path, n: int | None = None) -> list[dict]:
@@ -31,10 +34,9 @@ def ids_unique(examples) -> bool:
     return len({e.id for e in examples}) == len(examples)
 
 
-@needs_data
-def test_gsm8k_rows_gold_and_reference():
-    rows = jsonl(DATA / "gsm8k/test.jsonl", 3)
-    examples = get_task("gsm8k").load(DATA / "gsm8k", limit=3)
+def test_gsm8k_rows_gold_and_reference(data_dir):
+    rows = jsonl(data_dir / "gsm8k/test.jsonl", 3)
+    examples = get_task("gsm8k").load(data_dir / "gsm8k", limit=3)
     assert [e.id for e in examples] == ["gsm8k/test/0", "gsm8k/test/1", "gsm8k/test/2"]
     for row, ex in zip(rows, examples):
         final = row["answer"].split("####")[-1].strip().replace(",", "")
@@ -42,22 +44,22 @@ def test_gsm8k_rows_gold_and_reference():
         assert "<<" not in ex.reference and "####" not in ex.reference
         assert ex.reference.endswith(f"The answer is {final}.")
     # a gold with a thousands separator loses its comma; a single file works as the data path
-    train = jsonl(DATA / "gsm8k/train.jsonl")
+    train = jsonl(data_dir / "gsm8k/train.jsonl")
     i = next(i for i, r in enumerate(train) if "," in r["answer"].split("####")[-1])
-    ex = get_task("gsm8k").load(DATA / "gsm8k/train.jsonl", split="train", limit=i + 1)[i]
+    ex = get_task("gsm8k").load(data_dir / "gsm8k/train.jsonl", split="train", limit=i + 1)[i]
     assert ex.id == f"gsm8k/train/{i}" and "," not in ex.gold
     assert ex.gold == train[i]["answer"].split("####")[-1].strip().replace(",", "")
 
 
-@needs_data
-def test_math500_and_full_math():
-    row = jsonl(DATA / "math/math500/test.jsonl", 1)[0]
-    (ex,) = get_task("math500").load(DATA / "math", limit=1)
+def test_math500_and_full_math(data_dir):
+    row = jsonl(data_dir / "math/math500/test.jsonl", 1)[0]
+    (ex,) = get_task("math500").load(data_dir / "math", limit=1)
     assert ex.id == "math500/" + row["unique_id"].removesuffix(".json")
     assert (ex.question, ex.gold, ex.reference) == (row["problem"].strip(), row["answer"], row["solution"])
     assert ex.meta == {"subject": row["subject"], "level": row["level"]}
-    full = get_task("math").load(DATA / "math", limit=20)
-    rows = jsonl(DATA / "math/full_test/test.jsonl", 20)
+    full = get_task("math").load(data_dir / "math", limit=20)
+    rows = jsonl(data_dir / "math/full_test/test.jsonl", 20)
+    assert len(full) == len(rows) == (10 if data_dir == FIXTURES else 20)
     for row, ex in zip(rows, full):
         assert "\\boxed{" + ex.gold + "}" in row["solution"] and ex.reference == row["solution"]
         assert ex.meta["level"] == int(row["level"].split()[-1])
@@ -71,15 +73,14 @@ def test_last_boxed_matches_braces():
     assert last_boxed("no box here") is None and last_boxed(r"\boxed{open") is None
 
 
-@needs_data
 @pytest.mark.parametrize("name,file,prefix", [
     ("arc_challenge", "arc/llm-foundry/arc_challenge.jsonl", "Question:"),
     ("arc_easy", "arc/llm-foundry/arc_easy.jsonl", "Question:"),
     ("openbookqa", "openbookqa/llm-foundry/openbook_qa.jsonl", ""),
 ])
-def test_science_qa_test_split(name, file, prefix):
-    rows = jsonl(DATA / file, 5)
-    examples = get_task(name).load(DATA / file.split("/")[0], limit=5)
+def test_science_qa_test_split(name, file, prefix, data_dir):
+    rows = jsonl(data_dir / file, 5)
+    examples = get_task(name).load(data_dir / file.split("/")[0], limit=5)
     for i, (row, ex) in enumerate(zip(rows, examples)):
         assert ex.id == f"{name}/test/{i}"
         assert ex.choices == tuple(c.strip() for c in row["choices"]) and ex.gold == "ABCD"[row["gold"]]
@@ -88,116 +89,109 @@ def test_science_qa_test_split(name, file, prefix):
         assert ex.question.endswith("\nD) " + ex.choices[3])
 
 
-@needs_data
-def test_arc_and_openbookqa_train_parse_instruction_options():
-    data = json.loads((DATA / "arc/llm-adapters/ARC-Easy/train.json").read_text())
+def test_arc_and_openbookqa_train_parse_instruction_options(data_dir):
+    data = json.loads((data_dir / "arc/llm-adapters/ARC-Easy/train.json").read_text())
     i = next(i for i, r in enumerate(data) if r["answer"] == "answer5")
-    ex = get_task("arc_easy").load(DATA / "arc", split="train", limit=i + 1)[i]
+    ex = get_task("arc_easy").load(data_dir / "arc", split="train", limit=i + 1)[i]
     assert len(ex.choices) == 5 and ex.gold == "E" and ex.id == f"arc_easy/train/{i}"
     assert f"Answer5: {ex.choices[4]}" in data[i]["instruction"]
     assert not ex.question.startswith("Please choose") and "Answer format" not in ex.question
     assert ex.question.split("\n")[0] in data[i]["instruction"]
-    obqa = json.loads((DATA / "openbookqa/llm-adapters/train.json").read_text())[0]
-    (ex,) = get_task("openbookqa").load(DATA / "openbookqa", split="train", limit=1)
+    obqa = json.loads((data_dir / "openbookqa/llm-adapters/train.json").read_text())[0]
+    (ex,) = get_task("openbookqa").load(data_dir / "openbookqa", split="train", limit=1)
     assert ex.gold == "ABCD"[int(obqa["answer"][-1]) - 1] and len(ex.choices) == 4
     assert f"Answer1: {ex.choices[0]} Answer2: {ex.choices[1]}" in obqa["instruction"]
 
 
-@needs_data
-def test_mmlu_csv_splits_and_subjects():
-    with (DATA / "mmlu/test/abstract_algebra_test.csv").open(newline="", encoding="utf-8") as f:
+def test_mmlu_csv_splits_and_subjects(data_dir):
+    with (data_dir / "mmlu/test/abstract_algebra_test.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))[:3]
-    examples = get_task("mmlu").load(DATA / "mmlu", limit=3)
+    examples = get_task("mmlu").load(data_dir / "mmlu", limit=3)
     for i, (row, ex) in enumerate(zip(rows, examples)):
         assert ex.id == f"mmlu/test/abstract_algebra/{i}" and ex.meta["subject"] == "abstract_algebra"
         assert ex.question.startswith(row[0].strip()) and ex.choices == tuple(c.strip() for c in row[1:5])
         assert ex.gold == row[5]
-    dev = get_task("mmlu").load(DATA / "mmlu", split="dev")
-    n_dev = sum(1 for p in (DATA / "mmlu/dev").glob("*.csv") for _ in csv.reader(p.open(newline="", encoding="utf-8")))
-    assert len(dev) == n_dev and len({e.meta["subject"] for e in dev}) == 57 and ids_unique(dev)
-    val = get_task("mmlu").load(DATA / "mmlu", split="val", limit=2)  # alias of "validation"
+    dev = get_task("mmlu").load(data_dir / "mmlu", split="dev")
+    n_dev = sum(1 for p in (data_dir / "mmlu/dev").glob("*.csv") for _ in csv.reader(p.open(newline="", encoding="utf-8")))
+    subjects = {p.name.removesuffix("_dev.csv") for p in (data_dir / "mmlu/dev").glob("*.csv")}
+    assert len(subjects) == (3 if data_dir == FIXTURES else 57)
+    assert len(dev) == n_dev == 5 * len(subjects) and {e.meta["subject"] for e in dev} == subjects and ids_unique(dev)
+    val = get_task("mmlu").load(data_dir / "mmlu", split="val", limit=2)  # alias of "validation"
     assert val[0].id == "mmlu/validation/abstract_algebra/0"
 
 
-@needs_data
-def test_mmlu_stem():
-    rows = jsonl(DATA / "mmlu/mmlu_stem/test.jsonl", 3)
-    examples = get_task("mmlu_stem").load(DATA / "mmlu", limit=3)
+def test_mmlu_stem(data_dir):
+    rows = jsonl(data_dir / "mmlu/mmlu_stem/test.jsonl", 3)
+    examples = get_task("mmlu_stem").load(data_dir / "mmlu", limit=3)
     for i, (row, ex) in enumerate(zip(rows, examples)):
         assert ex.id == f"mmlu_stem/test/{i}" and ex.meta["subject"] == row["type"]
         assert ex.gold == "ABCD"[row["answer"]] and ex.choices == tuple(c.strip() for c in row["choices"])
         assert ex.question.startswith(row["question"].strip())
 
 
-@needs_data
-def test_piqa_labels_align_and_default_split_is_validation():
-    rows = jsonl(DATA / "piqa/valid.jsonl", 6)
-    labels = (DATA / "piqa/valid-labels.lst").read_text().split()[:6]
+def test_piqa_labels_align_and_default_split_is_validation(data_dir):
+    rows = jsonl(data_dir / "piqa/valid.jsonl", 6)
+    labels = (data_dir / "piqa/valid-labels.lst").read_text().split()[:6]
     task = get_task("piqa")
-    examples = task.load(DATA / "piqa", limit=6)
+    examples = task.load(data_dir / "piqa", limit=6)
     assert task.default_split == "validation"
     for i, (row, label, ex) in enumerate(zip(rows, labels, examples)):
         assert ex.id == f"piqa/validation/{i}" and ex.gold == "AB"[int(label)]
         assert ex.choices == (row["sol1"].strip(), row["sol2"].strip()) and row["goal"].strip() in ex.question
 
 
-@needs_data
-def test_hellaswag_six_line_items():
-    with bz2.open(DATA / "hellaswag/hellaswag_val_full.txt.bz2", "rt", encoding="utf-8") as f:
+def test_hellaswag_six_line_items(data_dir):
+    with bz2.open(data_dir / "hellaswag/hellaswag_val_full.txt.bz2", "rt", encoding="utf-8") as f:
         lines = [next(f).rstrip("\n") for _ in range(12)]
-    examples = get_task("hellaswag").load(DATA / "hellaswag", limit=2)
+    examples = get_task("hellaswag").load(data_dir / "hellaswag", limit=2)
     for i, ex in enumerate(examples):
         context, label, *endings = lines[6 * i: 6 * i + 6]
         assert ex.id == f"hellaswag/validation/{i}" and context in ex.question
         assert ex.choices == tuple(e.strip() for e in endings) and ex.gold == "ABCD"[int(label)]
 
 
-@needs_data
-def test_commonsenseqa():
-    row = jsonl(DATA / "commonsenseqa/dev_rand_split.jsonl", 1)[0]
-    (ex,) = get_task("commonsenseqa").load(DATA / "commonsenseqa", limit=1)
+def test_commonsenseqa(data_dir):
+    row = jsonl(data_dir / "commonsenseqa/dev_rand_split.jsonl", 1)[0]
+    (ex,) = get_task("commonsenseqa").load(data_dir / "commonsenseqa", limit=1)
     assert ex.id == "commonsenseqa/validation/0" and ex.meta["source_id"] == row["id"]
     assert ex.choices == tuple(c["text"] for c in row["question"]["choices"]) and len(ex.choices) == 5
     assert ex.gold == row["answerKey"] and ex.question.startswith(row["question"]["stem"])
-    (tr,) = get_task("commonsenseqa").load(DATA / "commonsenseqa", split="train", limit=1)
+    (tr,) = get_task("commonsenseqa").load(data_dir / "commonsenseqa", split="train", limit=1)
     assert tr.id == "commonsenseqa/train/0"
-    assert tr.meta["source_id"] == jsonl(DATA / "commonsenseqa/train_rand_split.jsonl", 1)[0]["id"]
+    assert tr.meta["source_id"] == jsonl(data_dir / "commonsenseqa/train_rand_split.jsonl", 1)[0]["id"]
 
 
-@needs_data
-def test_boolq_keeps_passage_and_gold_is_yes_no():
-    rows = jsonl(DATA / "boolq/llm-foundry/boolq.jsonl", 8)
-    examples = get_task("boolq").load(DATA / "boolq", limit=8)
+def test_boolq_keeps_passage_and_gold_is_yes_no(data_dir):
+    rows = jsonl(data_dir / "boolq/llm-foundry/boolq.jsonl", 8)
+    examples = get_task("boolq").load(data_dir / "boolq", limit=8)
     for i, (row, ex) in enumerate(zip(rows, examples)):
         assert ex.id == f"boolq/validation/{i}" and ex.gold == row["choices"][row["gold"]]
         assert ex.question == row["query"].strip() and ex.question.startswith("Passage:")
     assert {e.gold for e in examples} <= {"yes", "no"}
 
 
-@needs_data
-def test_all_bbh_subtasks_load_with_fewshot():
+def test_all_bbh_subtasks_load_with_fewshot(data_dir):
     assert len(BBH_SUBTASKS) == 27
     for sub in BBH_SUBTASKS:
         task = get_task(f"bbh/{sub}")
-        examples = task.load(DATA / "bbh")
-        file = json.loads((DATA / f"bbh/bbh/{sub}.json").read_text())["examples"]
+        examples = task.load(data_dir / "bbh")
+        file = json.loads((data_dir / f"bbh/bbh/{sub}.json").read_text())["examples"]
         assert len(examples) == len(file) and examples[3].id == f"bbh/{sub}/3"
         assert (examples[3].question, examples[3].gold) == (file[3]["input"].strip(), file[3]["target"].strip())
         shots = task.fewshot()
         assert shots and shots.count("Q:") >= 3 and "canary" not in shots and "BENCHMARK DATA" not in shots
-        assert shots.startswith((DATA / f"bbh/cot-prompts/{sub}.txt").read_text().split("-----\n", 1)[1][:40])
+        assert shots.startswith((data_dir / f"bbh/cot-prompts/{sub}.txt").read_text().split("-----\n", 1)[1][:40])
     # the inner folder works too, and `bbh` alone concatenates all 27 keeping the subtask in the id
-    assert get_task("bbh/navigate").load(DATA / "bbh" / "bbh", limit=1)[0].id == "bbh/navigate/0"
-    everything = get_task("bbh").load(DATA / "bbh")
-    assert len(everything) == 6511 and ids_unique(everything)
+    assert get_task("bbh/navigate").load(data_dir / "bbh" / "bbh", limit=1)[0].id == "bbh/navigate/0"
+    everything = get_task("bbh").load(data_dir / "bbh")
+    assert len(everything) == (27 * 6 if data_dir == FIXTURES else 6511) and ids_unique(everything)
     assert {e.meta["subtask"] for e in everything} == set(BBH_SUBTASKS)
 
 
-@needs_data
-def test_ids_are_stable_and_unique():
+def test_ids_are_stable_and_unique(data_dir):
     for name, path in [("gsm8k", "gsm8k"), ("arc_challenge", "arc"), ("commonsenseqa", "commonsenseqa")]:
-        a = get_task(name).load(DATA / path)
-        b = get_task(name).load(DATA / path)
+        a = get_task(name).load(data_dir / path)
+        b = get_task(name).load(data_dir / path)
         assert [e.id for e in a] == [e.id for e in b] and ids_unique(a)
 
 
@@ -216,12 +210,11 @@ def test_unknown_task_suggests_near_matches():
         get_task("gsm8k", difficulty=2)
 
 
-@needs_data
-def test_missing_split_path_and_malformed_rows(tmp_path):
+def test_missing_split_path_and_malformed_rows(tmp_path, data_dir):
     with pytest.raises(UserError, match=r"piqa: split 'train' not found.*splits present there: validation"):
-        get_task("piqa").load(DATA / "piqa", split="train")
+        get_task("piqa").load(data_dir / "piqa", split="train")
     with pytest.raises(UserError, match="has no split 'dev'.*train, test"):
-        get_task("gsm8k").load(DATA / "gsm8k", split="dev")
+        get_task("gsm8k").load(data_dir / "gsm8k", split="dev")
     with pytest.raises(UserError, match="data path not found"):
         get_task("gsm8k").load(tmp_path / "nowhere")
     bad = tmp_path / "test.jsonl"
@@ -262,16 +255,15 @@ def test_hub_unreachable_fails_before_datasets_retries(monkeypatch):
         get_task("arc_challenge").load()
 
 
-@needs_data
 @pytest.mark.parametrize("name,path", [
     ("gsm8k", "gsm8k"), ("math500", "math"), ("arc_challenge", "arc"), ("openbookqa", "openbookqa"), ("mmlu", "mmlu"),
     ("mmlu_stem", "mmlu"), ("piqa", "piqa"), ("hellaswag", "hellaswag"), ("commonsenseqa", "commonsenseqa"),
     ("boolq", "boolq"), ("bbh/ruin_names", "bbh"), ("bbh/dyck_languages", "bbh"), ("bbh/word_sorting", "bbh"),
     ("bbh/multistep_arithmetic_two", "bbh"), ("bbh/formal_fallacies", "bbh"),
 ])
-def test_gold_verifies_in_the_tasks_answer_phrasing(name, path):
+def test_gold_verifies_in_the_tasks_answer_phrasing(name, path, data_dir):
     task = get_task(name)
-    examples = task.load(DATA / path, limit=6)
+    examples = task.load(data_dir / path, limit=6)
     say = (lambda g: f"So the final answer is $\\boxed{{{g}}}$.") if task.answer_type == "math" else \
         (lambda g: f"Let's think step by step. So the answer is {g}.")
     assert all(v.correct for v in task.verify_batch([say(e.gold) for e in examples], examples))

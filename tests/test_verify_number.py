@@ -10,7 +10,7 @@ import pytest
 from forethought.errors import UserError
 from forethought.verify import Verdict, extract, normalize_gold, verify, verify_batch
 
-GSM8K = Path("/work/shared/data/gsm8k/test.jsonl")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 @pytest.mark.parametrize(
@@ -62,11 +62,14 @@ def test_normalize_gold_number() -> None:
         normalize_gold("number", "eighteen")
 
 
-def test_gsm8k_reference_solutions_verify_against_their_own_gold() -> None:
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:300]]
+def test_gsm8k_reference_solutions_verify_against_their_own_gold(data_dir: Path) -> None:
+    lines = (data_dir / "gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines[:300]]
+    assert len(rows) == (30 if data_dir == FIXTURES else 300)
     golds = [r["answer"].split("####")[-1].strip() for r in rows]
     verdicts = verify_batch("number", [r["answer"] for r in rows], golds)
     assert all(v.correct for v in verdicts)
     shifted = verify_batch("number", [r["answer"] for r in rows], golds[1:] + golds[:1])
     for v, gold, other in zip(shifted, golds, golds[1:] + golds[:1]):
         assert v.correct is (gold.replace(",", "") == other.replace(",", ""))
+    assert sum(not v.correct for v in shifted) > len(rows) // 2

@@ -12,7 +12,7 @@ import pytest
 from forethought.errors import UserError
 from forethought.verify import ANSWER_TYPES, Verdict, equivalent, extract, normalize_gold, verify, verify_batch
 
-BBH = Path("/work/shared/data/bbh")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 @pytest.mark.parametrize(
@@ -80,16 +80,18 @@ def test_exact_extraction_is_last_statement_to_end_of_line() -> None:
     assert extract("exact", "No statement here") is None
 
 
-def _bbh_targets() -> dict[str, list[str]]:
+def _bbh_targets(bbh: Path) -> dict[str, list[str]]:
     return {
-        f.stem: [e["target"] for e in json.loads(f.read_text())["examples"]]
-        for f in sorted((BBH / "bbh").glob("*.json"))
+        f.stem: [e["target"] for e in json.loads(f.read_text(encoding="utf-8"))["examples"]]
+        for f in sorted((bbh / "bbh").glob("*.json"))
     }
 
 
-def test_real_bbh_targets_of_every_subtask() -> None:
-    targets = _bbh_targets()
+def test_real_bbh_targets_of_every_subtask(data_dir: Path) -> None:
+    targets = _bbh_targets(data_dir / "bbh")
     assert len(targets) == 27
+    assert sum(map(len, targets.values())) == (27 * 6 if data_dir == FIXTURES else 6511)
+    checked_other = 0
     rng = random.Random(0)
     for task, golds in targets.items():
         for gold in rng.sample(golds, 5):
@@ -99,13 +101,15 @@ def test_real_bbh_targets_of_every_subtask() -> None:
             if others:
                 other = rng.choice(others)
                 assert not verify("exact", text, other).correct, (task, gold, other)
+                checked_other += 1
+    assert checked_other == 27 * 5  # every sampled target was also told apart from another target
 
 
-def test_bbh_cot_prompt_answers_extract_cleanly() -> None:
-    prompts = sorted((BBH / "cot-prompts").glob("*.txt"))
+def test_bbh_cot_prompt_answers_extract_cleanly(data_dir: Path) -> None:
+    prompts = sorted((data_dir / "bbh/cot-prompts").glob("*.txt"))
     assert len(prompts) == 27
     for prompt in prompts:
-        for answer in re.split(r"\nQ: ", prompt.read_text())[1:]:
+        for answer in re.split(r"\nQ: ", prompt.read_text(encoding="utf-8"))[1:]:
             answer = answer.split("\nA: ", 1)[1]
             stated = re.findall(r"So the answer is (.*)\.\s*$", answer.strip())
             assert stated, prompt.name
