@@ -30,14 +30,28 @@ def test_accuracy_ci_single_sample_uses_wilson():
     assert ci == wilson_interval(3, 4)
 
 
-def test_accuracy_ci_many_samples_is_over_questions():
-    per_q = [[True, True], [False, False], [True, False], [True, True]]
+def test_accuracy_ci_many_samples_is_a_normal_interval_over_question_means():
+    # 5 questions x 3 samples, correct 3, 2, 1, 0, 2 times: accuracy 8/15, per-question means 1, 2/3, 1/3, 0, 2/3.
+    # Deviations from 8/15 are 7/15, 2/15, -3/15, -8/15, 2/15; squares sum to 130/225, so the sample variance is
+    # 130/225/4 = 0.14444 and the standard error sqrt(0.14444/5) = 0.169967; half-width 1.959964 * 0.169967 = 0.333130.
+    per_q = [[True] * 3, [True, True, False], [False, True, False], [False] * 3, [True, False, True]]
     acc, (lo, hi) = accuracy_ci(per_q)
-    assert acc == pytest.approx(5 / 8)
-    means = [1.0, 0.0, 0.5, 1.0]
-    sd = math.sqrt(sum((m - acc) ** 2 for m in means) / 3)
-    assert hi - acc == pytest.approx(1.959963984540054 * sd / 2, abs=1e-9) or hi == 1.0
-    assert lo < acc < hi
+    assert acc == pytest.approx(8 / 15, abs=1e-12)
+    assert lo == pytest.approx(0.2002035132, abs=1e-9)
+    assert hi == pytest.approx(0.8664631534, abs=1e-9)
+    # not the Wilson interval of the 45 samples taken as independent (that one is narrower: about 0.39 to 0.67)
+    assert wilson_interval(24, 45)[0] > lo + 0.15
+
+
+def test_accuracy_ci_normal_interval_is_clipped_to_the_unit_interval():
+    # accuracy 5/8, means 1, 0, 0.5, 1: variance 0.6875/3, standard error sqrt(0.229167/4) = 0.239357, half 0.469131
+    acc, (lo, hi) = accuracy_ci([[True, True], [False, False], [True, False], [True, True]])
+    assert acc == 5 / 8
+    assert lo == pytest.approx(0.1558693377, abs=1e-9)
+    assert hi == 1.0  # 0.625 + 0.469131 = 1.094 is cut at 1
+    # one question with several samples gives no spread to measure: the whole unit interval
+    assert accuracy_ci([[True, False, True]]) == (pytest.approx(2 / 3), (0.0, 1.0))
+    assert accuracy_ci([]) == (0.0, (0.0, 1.0))
 
 
 def test_paired_delta_ci():

@@ -112,6 +112,39 @@ def test_demos_are_new_questions_with_a_plan_that_gives_nothing_away(name):
     seen = {ex.question for split in ("train", "test") for ex in task.load(split=split)}
     assert len({d.question for d in demos}) == 3 and not seen & {d.question for d in demos}
     for d in demos:
-        gold = d.solution.rsplit("The answer is ", 1)[1].rstrip(".")
-        assert task.verify(d.solution, Example(id="d", question=d.question, gold=gold)).correct
+        gold = solve(name, d.question)  # from the question alone, not from the demonstration's own solution
+        assert task.verify(d.solution, Example(id="d", question=d.question, gold=gold)).correct, (d.question, gold)
+        wrong = {"yes": "no", "no": "yes"}.get(gold, gold + "1")
+        assert not task.verify(d.solution, Example(id="d", question=d.question, gold=wrong)).correct
         assert d.plan.startswith("1. ") and not plan_leaks(d.plan, gold, task.answer_type)
+
+
+_EVENT = re.compile(r"(?P<half>gives half of|keeping half)"
+                    r"|(?:buys|gets) (?P<bags>\d+) (?:bags|packs) (?:with|of) (?P<each>\d+)"
+                    r"|(?:buys|gets|finds|is given) (?P<more>\d+) more"
+                    r"|(?:gives|loses|sells|eats) (?P<less>\d+)")
+
+
+def solve(name: str, question: str) -> str:
+    """The answer to a synthetic question, worked out from its text alone."""
+    if name == "synthetic/arithmetic":  # the first number is the start; then each event in order
+        x = int(re.search(r"\d+", question).group())
+        for m in _EVENT.finditer(question):
+            if m["half"]:
+                x //= 2
+            elif m["bags"]:
+                x += int(m["bags"]) * int(m["each"])
+            else:
+                x += int(m["more"]) if m["more"] else -int(m["less"])
+        return str(x)
+    if name == "synthetic/last_letters":
+        return "".join(w[-1] for w in re.search(r'"([^"]+)"', question).group(1).split()).lower()
+    flips = len(re.findall(r"\b(flips|turns the coin over)\b", question))
+    return "yes" if flips % 2 == 0 else "no"
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+@pytest.mark.parametrize("difficulty", [1, 3, 6])
+def test_gold_is_the_answer_worked_out_from_the_question(name, difficulty):
+    rows = get_task(name, difficulty=difficulty, test_size=100).load()
+    assert [e.gold for e in rows] == [solve(name, e.question) for e in rows]
