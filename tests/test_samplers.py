@@ -258,14 +258,86 @@ def test_lepa_without_plans_retries_after_reflection(tmp_path):
     engine, stats, records = _run(tmp_path, examples, answer, kind="lepa")
     groups = _by_question(records)
     assert [r["rejected_reason"] for r in groups[examples[0].id]] == ["wrong", "hint_mention", None]
-    retry = engine.requests("solve")[-1]
-    assert retry.messages[1] == {"role": "assistant", "content": "REFLECTION"}
+    retries = [r for r in engine.requests("solve") if len(r.messages) > 1]
+    assert len(retries) == 2 and all(r.messages[1] == {"role": "assistant", "content": "REFLECTION"} for r in retries)
+    # q0's hint-mentioning answer was correct: its last trial is a fresh, hint-free try, not a reflection on it
+    assert engine.requests("solve")[-1].messages == plans.question_messages(examples[0].question, "number")
+    assert [r["reflection"] for r in groups[examples[0].id]] == [None, "REFLECTION", None]
     rows = training_rows(records, "none", "number")
     assert sorted(row["question_id"] for row in rows) == sorted(ex.id for ex in examples)
     for row in rows:
         ex = next(ex for ex in examples if ex.id == row["question_id"])
         assert row["messages"] == plans.question_messages(ex.question, "number") + [
             {"role": "assistant", "content": next(r["solution"] for r in records if r["accepted"] and r["question_id"] == ex.id)}]
+
+
+def test_lepa_reflects_only_on_a_wrong_solution(tmp_path):
+    """A correct solution rejected for another reason (truncated, hint mention) is never reflected on: the next
+    trial plans afresh, without the gold; after a wrong solution the next trial reflects on exactly that one."""
+    examples = _examples(2)
+    solutions = {"PLAN fresh 0": "The answer is -1.", "PLAN new 0": "CUT: The answer is {gold}",
+                 "PLAN fresh 1": "The answer is -2.", "PLAN new 1": "As the hint says, the answer is {gold}.",
+                 "PLAN fresh 2": "The answer is {gold}."}
+
+    def answer(stage, i, attempt, req):
+        if stage == "plan":
+            return f"PLAN fresh {attempt}"
+        if stage == "reflect":
+            return f"REFLECTION {attempt}"
+        if stage == "newplan":
+            return f"PLAN new {attempt}"
+        return solutions.get(req.messages[1]["content"], "The answer is -9.").format(gold=examples[i].gold)
+
+    engine, stats, records = _run(tmp_path, examples, answer, kind="lepa", plan_format="natural")
+    for i, ex in enumerate(examples):
+        group = sorted(_by_question(records)[ex.id], key=lambda r: r["trial"])
+        assert [r["rejected_reason"] for r in group] == ["wrong", "truncated", "wrong", "hint_mention", None]
+        assert [r["correct"] for r in group] == [False, True, False, True, True]
+        assert [r["plan"] for r in group] == list(solutions)
+        assert [r["reflection"] is not None for r in group] == [False, True, False, True, False]
+        assert [r["hint_used"] for r in group] == [False, True, False, True, False]
+        assert engine.asked["plan", i] == 3 and engine.asked["reflect", i] == 2
+        reflected = [r.messages for r in engine.requests("reflect") if ex.question in r.messages[0]["content"]]
+        assert reflected == [plans.reflect_messages(ex.question, f"PLAN fresh {n}", f"The answer is -{n + 1}.", ex.gold)
+                             for n in range(2)]
+        fresh = [r.messages for r in engine.requests("plan") if ex.question in r.messages[0]["content"]]
+        assert fresh == [plans.plan_messages(ex.question)] * 3  # no reflection, no gold
+
+
+def _budgeted(text, req):
+    """`text` as an engine with `req.max_new_tokens` returns it: cut after that many words (marked "CUT:")."""
+    words = text.split()
+    return text if len(words) <= req.max_new_tokens else "CUT: " + " ".join(words[:req.max_new_tokens])
+
+
+@pytest.mark.parametrize("plan_format", ["none", "natural"])
+def test_lepa_never_reflects_on_a_correct_solution(tmp_path, plan_format):
+    """Many correct answers are cut by a small solution budget; no reflection follows a correct solution."""
+    examples = _examples(12)
+
+    def answer(stage, i, attempt, req):
+        s = req.seed
+        if stage in ("plan", "newplan"):
+            return f"PLAN {s % 3}"
+        if stage == "reflect":
+            return "REFLECTION"
+        if s % 3 == 0:
+            return "The answer is -1."
+        return _budgeted(f"The answer is {examples[i].gold}." + " Let me check that once more." * (s % 3 - 1), req)
+
+    _, _, records = _run(tmp_path, examples, answer, kind="lepa", plan_format=plan_format, max_new_tokens=6)
+    after_correct = reflections = 0
+    for group in _by_question(records).values():
+        previous = None  # the latest earlier trial with a solution
+        for r in sorted(group, key=lambda r: r["trial"]):
+            if r["reflection"] is not None:
+                reflections += 1
+                assert previous is not None and not previous["correct"], r["id"]
+            after_correct += previous is not None and previous["correct"]
+            if r["solution"] is not None:
+                previous = r
+    assert reflections and after_correct  # both paths were taken
+    assert any(r["rejected_reason"] == "truncated" and r["correct"] for r in records)
 
 
 def _deterministic(examples):

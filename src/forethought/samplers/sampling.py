@@ -2,9 +2,13 @@
 
 The four samplers differ in three choices only:
 - which trials see the gold hint (`_hinted`): pps every trial, star every trial after the first (rationalization);
-- whether a trial starts by reflecting on the last failure with the gold answer in view: lepa after the first;
+- whether a trial starts by reflecting on the last failure with the gold answer in view: lepa, and only when the
+  latest solution was wrong (arXiv 2505.00031). After a correct solution rejected for another reason (truncated,
+  hint mention...) the next trial plans afresh without the gold; a trial rejected before solving (a leaking or
+  malformed plan) leaves the question where it was;
 - how many trials a question draws per round (`_block`): independent trials go `max_accepted` at a time,
-  LEPA's chained trials one at a time. A question starts no new round once `max_accepted` are kept.
+  LEPA's chained trials one at a time. A question starts no new round once `max_accepted` are kept. STaR and LEPA
+  keep one trajectory per question (the config refuses more), so STaR's hint follows only a failed unhinted try.
 Per-trial seeds come from (seed, iteration, question id, trial, stage), so a resumed run repeats an uninterrupted one.
 """
 
@@ -68,7 +72,7 @@ class _Question:
     done: dict[int, dict] = field(default_factory=dict)
     accepted: int = 0
     kept: set[tuple[str, str]] = field(default_factory=set)
-    last: dict | None = None  # the latest trial that reached a solution (LEPA reflects on it)
+    last: dict | None = None  # the latest trial that reached a solution (LEPA reflects on it if it was wrong)
 
     def add(self, rec: dict) -> None:
         self.done[rec["trial"]] = rec
@@ -77,6 +81,12 @@ class _Question:
             self.kept.add(_key(rec["plan"], rec["solution"]))
         if rec["solution"] is not None and (self.last is None or rec["trial"] > self.last["trial"]):
             self.last = rec
+
+    @property
+    def failed(self) -> dict | None:
+        """The solution LEPA's next trial reflects on: the latest one, only if it was wrong (a correct one is never
+        shown as wrong, even when it was rejected as truncated or for mentioning the hint)."""
+        return self.last if self.last is not None and not self.last["correct"] else None
 
     def pending(self, cfg: SamplerConfig) -> list[int]:
         """Trials to draw next: the rest of a started block, or a new block while fewer than K are kept."""
@@ -149,10 +159,10 @@ class _Run:
         at, cfg = self.task.answer_type, self.cfg
         items = [_Trial(q, t, _hinted(cfg.kind, t)) for q in active for t in q.pending(cfg)]
 
-        # LEPA reflects on the last solution; a trial with none to reflect on (every earlier code plan was malformed)
-        # starts afresh
-        if cfg.kind == "lepa" and (refl := [it for it in items if it.trial > 0 and it.q.last is not None]):
-            ctx = [plans.reflect_messages(it.q.ex.question, it.q.last["plan"], it.q.last["solution"],
+        # LEPA reflects on the last solution if it was wrong; a trial with none to reflect on (the first, one after a
+        # correct but rejected solution, or one after only malformed code plans) starts afresh
+        if cfg.kind == "lepa" and (refl := [it for it in items if it.q.failed is not None]):
+            ctx = [plans.reflect_messages(it.q.ex.question, it.q.failed["plan"], it.q.failed["solution"],
                                           _shown_gold(it.q.ex, at)) for it in refl]
             for it, c, text in zip(refl, ctx, self.generate(refl, ctx, "reflect", cfg.plan_max_new_tokens)):
                 it.reflect, it.reflection = c, text
