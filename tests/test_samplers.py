@@ -417,6 +417,29 @@ def test_config_rejects_unimplemented_formats_and_bad_values():
         validate(SamplerConfig, {"trials": 0}, "recipe.yaml")
 
 
+@pytest.mark.parametrize("kind", ["star", "lepa"])
+def test_star_and_lepa_refuse_more_than_one_accepted(kind, monkeypatch, capsys, tmp_path):
+    """STaR hints only after a failed unhinted try and LEPA's trials are a chain: both keep one trajectory per
+    question, so max_accepted > 1 is one clear config error (and `forethought run` exits 2 with one line)."""
+    from pathlib import Path
+
+    from forethought.cli import main
+
+    with pytest.raises(UserError, match=rf"sampler\.max_accepted must be 1 with sampler\.kind={kind}"):
+        validate(SamplerConfig, {"kind": kind, "max_accepted": 2}, "recipe.yaml")
+    assert SamplerConfig(kind=kind).max_accepted == 1
+    for other in ("rejection", "pps"):
+        assert SamplerConfig(kind=other, max_accepted=2).max_accepted == 2
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    monkeypatch.setattr("sys.argv", ["forethought", "run", str(recipe), f"sampler.kind={kind}",
+                                     "sampler.max_accepted=3", f"output={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "sampler.max_accepted" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_real_engine_lepa_resume_is_exact(tmp_path, tiny_engine):
     """The hf engine with a tiny random model: LEPA runs end to end and a resumed run repeats the records."""
     task = get_task("synthetic/arithmetic", train_size=3, test_size=1)

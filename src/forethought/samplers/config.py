@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from forethought.config import StrictModel
 from forethought.plans import IMPLEMENTED
@@ -16,7 +16,7 @@ class SamplerConfig(StrictModel):
     kind: Literal["rejection", "star", "pps", "lepa"] = "rejection"
     plan_format: Literal["none", "natural", "code", "steps"] = "none"
     trials: int = Field(5, ge=1)        # max trials per question (rejection: samples; star: 1 + rationalizations; lepa: 1 + reflections)
-    max_accepted: int = Field(1, ge=1)  # K: keep at most this many correct trajectories per question
+    max_accepted: int = Field(1, ge=1)  # K: keep at most this many correct trajectories per question (star, lepa: 1)
     temperature: float = Field(0.5, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(256, ge=1)       # per solution
@@ -34,3 +34,13 @@ class SamplerConfig(StrictModel):
         if value not in IMPLEMENTED:
             raise ValueError(f"plan format '{value}' is not implemented yet; usable now: {', '.join(IMPLEMENTED)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_per_question(self) -> SamplerConfig:
+        """STaR and LEPA keep one trajectory per question: more would mean hints or reflections before a failure."""
+        why = {"star": "STaR gives the gold hint only after its unhinted try failed",
+               "lepa": "LEPA's trials are one chain, each reflecting on the failure before it"}
+        if self.kind in why and self.max_accepted > 1:
+            raise ValueError(f"sampler.max_accepted must be 1 with sampler.kind={self.kind} (got {self.max_accepted}): "
+                             f"{why[self.kind]}")
+        return self
