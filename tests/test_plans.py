@@ -56,6 +56,56 @@ def test_plan_leaks(plan, gold, kind, leaks):
     assert plan_leaks(plan, gold, kind, CHOICES if kind == "choice" else ()) is leaks
 
 
+@pytest.mark.parametrize("plan,gold,leaks", [
+    ("She ends up with nine eggs.", "9", True),
+    ("Twelve cookies remain after the party.", "12", True),
+    ("That makes twenty-four in all.", "24", True),
+    ("That makes twenty four in all.", "24", True),
+    ("Multiply to get one hundred.", "100", True),
+    ("The total is one hundred and five dollars.", "105", True),
+    ("It comes to two thousand three hundred.", "2300", True),
+    ("Around a hundred people came.", "100", True),
+    ("The temperature ends at negative five.", "-5", True),
+    ("Then one apple is left.", "1", True),
+    ("The result is Nine.", "9.0", True),
+    ("That makes twenty-four in all.", "4", False),                  # part of a larger number
+    ("Multiply to get one hundred.", "1", False),
+    ("Multiply to get one hundred.", "101", False),
+    ("First add, then subtract; second, check.", "1", False),        # ordinals are enumerations
+    ("Find the twenty-first term.", "20", False),
+    ("Take one-third of the total.", "1", False),
+    ("Step one: add.\nStep two: subtract.\nPart three: check.", "2", False),
+    ("One. Read the question.\nTwo) Add the parts.", "2", False),  # list markers written as words
+    ("Count them one by one, each one once; one of them is odd.", "1", False),  # 'one' as a pronoun
+    ("Someone often gets ninety percent.", "1", False),
+    ("Add nine and three.", "12", False),
+])
+def test_number_words_equal_to_the_gold_leak(plan, gold, leaks):
+    assert plan_leaks(plan, gold, "number") is leaks
+
+
+@pytest.mark.parametrize("plan,leaks", [
+    ("The answer is B.", True),
+    ("Choose option B.", True),
+    ("So we pick (B).", True),
+    ("Select choice B at the end.", True),
+    ("Option B is correct.", True),
+    ("Therefore (B) is the right answer.", True),
+    ("B is the best option.", True),
+    ("The correct option is B.", True),
+    ("Compare option A with option B and option C.", False),       # listing options states nothing
+    ("Option A says oxygen; option B says nitrogen.", False),
+    ("Eliminate option B if it is a noble gas.", False),
+    ("Check whether option B is correct.", False),
+    ("Option B is wrong because plants need it.", False),
+    ("Choose between option A and option B.", False),
+    ("Pick the option that matches photosynthesis.", False),
+])
+def test_only_a_stated_option_leaks(plan, leaks):
+    """Gold is B; no option text appears in these plans, so only stating the letter can leak."""
+    assert plan_leaks(plan, "B", "choice", ("x1", "y2", "z3")) is leaks
+
+
 def test_reflection_sees_gold_and_new_plan_follows_it():
     msgs = plans.reflect_messages("Q?", "PLAN", "SOL", "42")
     assert "42" in msgs[0]["content"] and "PLAN" in msgs[0]["content"] and "SOL" in msgs[0]["content"]

@@ -75,6 +75,7 @@ def test_copy_check_tells_an_outline_from_a_copy():
     ("return 18", True),
     ("answer = 18\nprint(answer)", True),
     ("income = 9 * 2  # 18 dollars", True),                     # the gold number anywhere, as plan_leaks finds it
+    ("income = 9 * 2  # eighteen dollars", True),               # written as a word too
     ("eggs = 16\nleft = eggs - 3 - 4", False),                   # question numbers are fine
     ("print(180)", False),                                       # 180 is not 18
     ("# the final answer: 18", True),
