@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from forethought.engines.base import Completion, Sample
+from forethought.jsonl import read_jsonl
 from forethought.search import ExtractConfig, SearchConfig, Tree, extract, run_search
 from forethought.search import steps
 from forethought.search.extract import pairs, sft_paths, value_targets
@@ -204,7 +206,81 @@ def test_value_function_scores_new_steps_and_depth_limit_is_a_failure():
     assert too_deep and all(n.reward == -1.0 for n in too_deep)  # a second step is deeper than max_depth=1
 
 
-def test_eval_with_the_steps_format_reads_the_solution(tiny_engine):
+def test_value_fn_reads_the_zero_shot_state_that_extract_writes_for_the_node():
+    """The value model is queried on what it is trained on: the search prompt's demonstrations are left out."""
+    task = get_task("synthetic/arithmetic", difficulty=1)
+    examples = [Example("q0", "Question 0?", "7")]
+    seen = []
+
+    def value_fn(states):
+        seen.extend(states)
+        return [0.25] * len(states)
+
+    engine = StepEngine()
+    trees, _ = run_search(engine, task, examples, SearchConfig(iterations=6, root_children=3, children=2, demos=1),
+                          value_fn=value_fn)
+    assert all(len(r.messages) == 4 for call in engine.calls for r in call)  # the policy still sees the demo
+    _, _, value_rows = extract(trees, examples, task.answer_type)
+    assert value_rows and seen
+    for row in value_rows:
+        assert (row["messages"], row["prefix"]) in seen
+    assert all(messages == value_rows[0]["messages"] for messages, _ in seen)
+
+
+class SeededEngine(StepEngine):
+    """StepEngine whose step texts depend on each request's seed; raises on call `fail_at` (a killed search)."""
+
+    def __init__(self, fail_at: int | None = None):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def generate(self, requests, *, progress=True):
+        if len(self.calls) == self.fail_at:
+            raise RuntimeError("killed")
+        out = super().generate(requests, progress=progress)
+        for r, completion in zip(requests, out):
+            for s in completion.samples:
+                if s.text.startswith("<step>"):
+                    s.text += f" (seed {r.seed % 97})"
+        return out
+
+
+def test_a_search_killed_mid_batch_resumes_to_the_uninterrupted_result(tmp_path):
+    task = get_task("synthetic/arithmetic", difficulty=1)
+    examples = [Example(f"q{i}", f"Question {i}?", "7") for i in range(5)]
+    cfg = SearchConfig(iterations=5, root_children=3, children=2, trees_per_batch=2)
+    whole, _ = run_search(SeededEngine(), task, examples, cfg, seed=3)
+    out = tmp_path / "trees.jsonl"
+    # 5 rounds per batch of 2 trees: call 7 is inside the second batch, after the first was written
+    with pytest.raises(RuntimeError, match="killed"):
+        run_search(SeededEngine(fail_at=7), task, examples, cfg, out=out, seed=3)
+    assert [t["question_id"] for _, t in read_jsonl(out)] == ["q0", "q1"]
+    resumed_engine = SeededEngine()
+    resumed, stats = run_search(resumed_engine, task, examples, cfg, out=out, seed=3)
+    assert {r.messages[-2]["content"] for call in resumed_engine.calls for r in call}.isdisjoint(
+        {m["content"] for e in examples[:2] for m in steps.messages(e.question, task.answer_type)})
+    assert [t.to_json() for t in resumed] == [t.to_json() for t in whole]
+    assert [t["question_id"] for _, t in read_jsonl(out)] == [e.id for e in examples]
+    assert stats.tokens == sum(t.tokens for t in whole)
+
+
+def test_the_run_seed_feeds_every_request_seed():
+    task = get_task("synthetic/arithmetic", difficulty=1)
+    examples = [Example("q0", "Question 0?", "7"), Example("q1", "Question 1?", "7")]
+    cfg = SearchConfig(iterations=3, root_children=3, children=2)
+    seeds = {}
+    for seed in (0, 1, 1):
+        engine = StepEngine()
+        run_search(engine, task, examples, cfg, seed=seed)
+        seeds.setdefault(seed, []).append([r.seed for call in engine.calls for r in call])
+    assert seeds[1][0] == seeds[1][1]  # same run seed, same request seeds
+    assert len(set(seeds[0][0])) == len(seeds[0][0])  # one seed per (question, node)
+    assert set(seeds[0][0]).isdisjoint(seeds[1][0])
+    with pytest.raises(ValidationError):
+        SearchConfig(seed=1)  # one seed per run: the recipe's top-level seed, passed to run_search
+
+
+def test_eval_with_the_steps_format_reads_the_solution():
     from forethought.evaluate import evaluate
 
     class Fixed:

@@ -4,7 +4,8 @@ Each round selects one leaf per unfinished tree by PUCT. A terminal leaf backs u
 leaf is expanded: its children (5 at the root, 3 elsewhere, exact duplicates dropped) are sampled for all trees
 in one `engine.generate` call. Solutions are verified (+1 / -1), malformed or too-deep children get -1, other
 children get the value model's estimate when one is given; each evaluated child is backed up to the root. With
-nothing to evaluate (round 1, no value model, only new steps) the leaf is backed up with 0.
+nothing to evaluate (round 1, no value model, only new steps) the leaf is backed up with 0. The value model is
+queried on the zero-shot messages (no demonstrations), the state `extract` writes its training row from.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class SearchConfig(StrictModel):
     max_new_tokens: int = Field(256, ge=1)  # per action (a step, or the whole solution)
     demos: int = Field(0, ge=0)  # worked demonstrations in the prompt (weak models), from Task.demos
     trees_per_batch: int = Field(64, ge=1)  # trees advanced together; each batch is written when done (resume unit)
-    seed: int = 0
 
 
 class SearchStats(StrictModel):
@@ -57,14 +57,16 @@ class SearchStats(StrictModel):
     seconds: float = 0.0
 
 
-def _seed(cfg: SearchConfig, question_id: str, node_id: int) -> int:
-    digest = hashlib.sha256(f"{cfg.seed}:{question_id}:{node_id}".encode()).digest()
+def _seed(seed: int, question_id: str, node_id: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{question_id}:{node_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 2
 
 
 def advance(engine, task, batch: Sequence[tuple[Example, Tree]], cfg: SearchConfig, stats: SearchStats,
-            value_fn: ValueFn | None = None, demos=()) -> None:
-    """One MCTS iteration for every tree in `batch` that has iterations left, with one engine call."""
+            value_fn: ValueFn | None = None, demos=(), seed: int = 0) -> None:
+    """One MCTS iteration for every tree in `batch` that has iterations left, with one engine call.
+
+    The policy sees `demos` before the question; `value_fn` gets the zero-shot messages, as in its training rows."""
     expand, requests = [], []
     for example, tree in batch:
         if tree.iterations >= cfg.iterations:
@@ -74,13 +76,13 @@ def advance(engine, task, batch: Sequence[tuple[Example, Tree]], cfg: SearchConf
             tree.backup(leaf, leaf.reward)
             tree.iterations += 1
             continue
-        messages = steps.messages(example.question, task.answer_type, demos)
         prefix = tree.prefix(leaf, steps.root_prefix())
-        expand.append((example, tree, leaf, messages))
+        expand.append((example, tree, leaf, steps.messages(example.question, task.answer_type)))
         requests.append(Request(
-            messages=messages + [{"role": "assistant", "content": prefix}],
+            messages=steps.messages(example.question, task.answer_type, demos) + [
+                {"role": "assistant", "content": prefix}],
             n=cfg.root_children if leaf.parent is None else cfg.children, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, stop=steps.STOP, seed=_seed(cfg, tree.question_id, leaf.id),
+            max_new_tokens=cfg.max_new_tokens, stop=steps.STOP, seed=_seed(seed, tree.question_id, leaf.id),
             logprobs=True))
     if not requests:
         return
@@ -129,10 +131,11 @@ def advance(engine, task, batch: Sequence[tuple[Example, Tree]], cfg: SearchConf
 
 
 def run_search(engine, task, examples: Sequence[Example], cfg: SearchConfig, *, out: Path | None = None,
-               value_fn: ValueFn | None = None, batched: bool = True) -> tuple[list[Tree], SearchStats]:
+               value_fn: ValueFn | None = None, batched: bool = True, seed: int = 0) -> tuple[list[Tree], SearchStats]:
     """Search every question; trees go to `out` (JSONL, one tree per line) after each batch of trees.
 
-    A killed search resumes from `out`: finished trees are read back and their questions skipped. `batched=False`
+    `seed` (the run's seed) and each (question, node) give every expansion's sampling seed. A killed search resumes
+    from `out`: finished trees are read back and their questions skipped (a half-done batch is redone). `batched=False`
     advances one tree at a time (same engine, one call per iteration): the baseline of bench/bench_search.py.
     """
     start, stats = time.perf_counter(), SearchStats()
@@ -143,7 +146,7 @@ def run_search(engine, task, examples: Sequence[Example], cfg: SearchConfig, *, 
     for i in range(0, len(todo), size):
         batch = [(e, Tree(e.id)) for e in todo[i: i + size]]
         while any(t.iterations < cfg.iterations for _, t in batch):
-            advance(engine, task, batch, cfg, stats, value_fn, demos)
+            advance(engine, task, batch, cfg, stats, value_fn, demos, seed)
         done.update((tree.question_id, tree) for _, tree in batch)
         if out is not None:  # replaced atomically: a kill leaves the previous batches intact
             write_jsonl(out, (t.to_json() for t in done.values()))
