@@ -33,6 +33,25 @@ def test_loss_equals_the_formula_on_hand_computed_numbers():
     assert shifted.item() == pytest.approx(loss.item(), rel=1e-6)
 
 
+def test_loss_rises_with_the_q_gap_at_fixed_log_ratios():
+    """A wider Q_w - Q_l gap asks for a wider log-ratio margin: at the same log-probs the loss is higher."""
+    t = torch.tensor
+    gaps = [-0.5, 0.0, 0.2, 0.6, 1.0, 1.6, 2.0]  # q_chosen - q_rejected, split around zero
+    logps = (t([-3.0] * len(gaps)), t([-5.0] * len(gaps)), t([-4.0] * len(gaps)), t([-4.5] * len(gaps)))
+    q_w, q_l = t([g / 2 for g in gaps]), t([-g / 2 for g in gaps])
+    losses = step_apo_loss(*logps, q_w, q_l, beta=0.3, alpha=1.0).tolist()
+    assert all(a < b for a, b in zip(losses, losses[1:]))
+    shifted = step_apo_loss(*logps, q_w + 0.7, q_l + 0.7, beta=0.3, alpha=1.0).tolist()
+    assert shifted == pytest.approx(losses)  # only the gap matters, not the Q level
+    dpo = step_apo_loss(*logps, q_w, q_l, beta=0.3, alpha=0.0).tolist()
+    assert dpo == pytest.approx([dpo[0]] * len(gaps))  # alpha = 0: the Q values play no part
+    # a 0.5 wider gap costs exactly what a 0.5 / beta narrower log-ratio margin costs
+    narrower = step_apo_loss(t([-3.0 - 0.5 / 0.3]), *(x[:1] for x in logps[1:]), t([0.0]), t([0.0]), beta=0.3,
+                             alpha=1.0)
+    wider = step_apo_loss(*(x[:1] for x in logps), t([0.25]), t([-0.25]), beta=0.3, alpha=1.0)
+    assert wider.item() == pytest.approx(narrower.item(), rel=1e-5)
+
+
 def _step_logps(model, example) -> tuple[float, float]:
     """Summed log-probs of the chosen and rejected step tokens after the prompt, by a plain forward pass."""
     out = []

@@ -1,7 +1,9 @@
 """CPL's value model: the LM with a scalar head read at the last token, tanh output, MSE on step Q values.
 
 Built on transformers' sequence-classification head (one label) and Trainer; only the loss (MSE after tanh) is
-ours. `ValueModel.value` scores (messages, prefix) states in batches for the search.
+ours. `ValueModel.value` scores (messages, prefix) states in batches for the search. Training and search read a
+state through one function, `encode`: the zero-shot chat (search leaves its demonstrations out) with the prefix
+continued, cut from the left.
 """
 
 from __future__ import annotations
@@ -35,6 +37,22 @@ def render(tokenizer, messages: list[dict], prefix: str) -> str:
                                          continue_final_message=True)
 
 
+def encode(tokenizer, messages: list[dict], prefix: str, max_length: int) -> list[int]:
+    """The token ids the head reads for a state, in training and in search alike: `render`, then cut from the LEFT
+    to `max_length`, so the last token (where the head reads) is always kept. `messages` are zero-shot (no demos)."""
+    ids = tokenizer(render(tokenizer, messages, prefix), add_special_tokens=False)["input_ids"]
+    return ids[-max_length:]
+
+
+def features(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
+    """What training reads: each value row (messages, prefix, q; from `search.extract`) as `encode` ids, label q."""
+    out = []
+    for r in rows:
+        ids = encode(tokenizer, r["messages"], r["prefix"], max_length)
+        out.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": float(r["q"])})
+    return out
+
+
 def _load(path, dtype):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -50,6 +68,8 @@ def _load(path, dtype):
 def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg: ValueConfig, *, seed: int,
                       progress: bool = True) -> TrainStats:
     """Fit tanh(head(last token)) to each row's q by MSE; save the checkpoint (LM + head) to `output_dir`."""
+    import json
+
     import datasets
     import torch
     import transformers
@@ -66,8 +86,7 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
     with _quiet(not progress):
         transformers.set_seed(seed)
         net, tokenizer = _load(resolve_model(str(model)), torch.bfloat16 if cuda else torch.float32)
-        data = [{**tokenizer(render(tokenizer, r["messages"], r["prefix"]), add_special_tokens=False,
-                             truncation=True, max_length=cfg.max_length), "labels": float(r["q"])} for r in rows]
+        data = features(tokenizer, rows, cfg.max_length)
 
         class TanhMSETrainer(Trainer):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -93,6 +112,7 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
             seconds = time.perf_counter() - start
             net.save_pretrained(tmp / "checkpoint")
             tokenizer.save_pretrained(tmp / "checkpoint")
+            (tmp / "checkpoint" / SETTINGS).write_text(json.dumps({"max_length": cfg.max_length}) + "\n")  # for load
             (tmp / "checkpoint").rename(output_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -101,19 +121,28 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
                       seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0)
 
 
-class ValueModel:
-    """A trained value model: `value([(messages, prefix), ...])` -> estimates in [-1, 1], batched."""
+SETTINGS = "value_model.json"  # in a checkpoint: the max_length it was trained with
 
-    def __init__(self, net, tokenizer, batch_size: int = 16) -> None:
+
+class ValueModel:
+    """A trained value model: `value([(messages, prefix), ...])` -> estimates in [-1, 1], batched; each state is
+    read as `encode` gives it, with the training run's max_length."""
+
+    def __init__(self, net, tokenizer, batch_size: int = 16, max_length: int = ValueConfig().max_length) -> None:
         self.net, self.tokenizer, self.batch_size = net.eval(), tokenizer, batch_size
+        self.max_length = max_length
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | None = None, batch_size: int = 16) -> ValueModel:
+        import json
+
         import torch
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         net, tokenizer = _load(Path(path), torch.float32 if device == "cpu" else torch.bfloat16)
-        return cls(net.to(device), tokenizer, batch_size)
+        settings = Path(path) / SETTINGS
+        max_length = json.loads(settings.read_text())["max_length"] if settings.exists() else ValueConfig().max_length
+        return cls(net.to(device), tokenizer, batch_size, max_length)
 
     def value(self, states: list[tuple[list[dict], str]]) -> list[float]:
         import torch
@@ -122,8 +151,9 @@ class ValueModel:
         device = next(self.net.parameters()).device
         with torch.inference_mode():
             for i in range(0, len(states), self.batch_size):
-                texts = [render(self.tokenizer, m, p) for m, p in states[i: i + self.batch_size]]
-                enc = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+                ids = [encode(self.tokenizer, m, p, self.max_length) for m, p in states[i: i + self.batch_size]]
+                enc = self.tokenizer.pad({"input_ids": ids}, padding=True, padding_side="right",
+                                         return_tensors="pt").to(device)
                 out += torch.tanh(self.net(**enc).logits[:, 0].float()).tolist()
         return out
 
