@@ -133,3 +133,33 @@ def test_bad_pairs_are_one_clear_error(tiny_model_dir, tmp_path):
         train_step_apo(str(tiny_model_dir), [{k: v for k, v in PAIRS[0].items() if k != "q_chosen"}],
                        tmp_path / "x", StepAPOConfig(), seed=0, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("installed", ["1.17.0", "1.15.2"])
+def test_unsupported_trl_is_one_clear_error(tiny_model_dir, tmp_path, monkeypatch, installed):
+    import importlib.metadata
+
+    from forethought.errors import UserError
+    from forethought.learners import train
+    from forethought.learners.distributed import DistributedSettings
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed if name == "trl" else real(name))
+    message = rf"supports TRL >=1\.16,<1\.17 .* but TRL {installed} is installed"
+    with pytest.raises(UserError, match=message):
+        train_step_apo(str(tiny_model_dir), PAIRS, tmp_path / "apo", StepAPOConfig(), seed=0, progress=False)
+    two = StepAPOConfig(distributed=DistributedSettings(processes=2))
+    with pytest.raises(UserError, match=message):  # checked before any process starts
+        train("step_apo", str(tiny_model_dir), PAIRS, tmp_path / "apo", two, seed=0, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_supported_trl_range_is_the_installed_one_and_the_pin():
+    import re
+    from pathlib import Path
+
+    from forethought.learners.step_apo import TRL_SUPPORTED, check_trl
+
+    check_trl()  # the TRL these tests run against is in the supported range
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert re.findall(r'"trl([^"]*)"', pyproject) == [TRL_SUPPORTED]  # the pin pip installs by is the checked range

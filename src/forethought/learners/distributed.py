@@ -1,8 +1,12 @@
-"""Run a learner in several processes with `accelerate launch` (DDP; FSDP or DeepSpeed by config).
+"""Run a learner (SFT, Step-APO or the value model) in several processes with `accelerate launch` (DDP; FSDP or
+DeepSpeed by config).
 
-The run loop writes the training job (rows, settings) to a folder, launches `python -m forethought.learners.distributed
-JOB` under accelerate, and reads back the stats that rank 0 wrote. The recipe's batch_size stays the global batch:
-each of N processes takes batch_size / N rows per step, so the same recipe trains the same way on 1 or N processes.
+`launch_training` writes the training job (kind, rows, settings) to a folder, launches `python -m
+forethought.learners.distributed JOB` under accelerate, and reads back the stats that rank 0 wrote; each rank runs
+the learner's own train function, which splits the batch, saves on rank 0 and gathers counts (learners/common.py).
+The recipe's batch_size stays the global batch: each of N processes takes batch_size / N rows per step, so the same
+recipe trains the same way on 1 or N processes. Callers use `forethought.learners.train`, which picks in-process or
+launched training from `cfg.distributed.processes`.
 """
 
 from __future__ import annotations
@@ -16,21 +20,30 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
-from forethought.config import StrictModel
 from forethought.errors import UserError
+from forethought.learners.common import DistributedSettings, TrainStats
+
+__all__ = ["DistributedSettings", "KINDS", "launch_flags", "launch_training", "learner"]
+
+Kind = Literal["sft", "step_apo", "value"]
+KINDS: tuple[str, ...] = ("sft", "step_apo", "value")
 
 
-class DistributedSettings(StrictModel):
-    """How many training processes and how the model is spread over them (`learner.distributed` in a recipe)."""
+def learner(kind: str):
+    """(config class, train function, preflight check or None) for a learner kind."""
+    if kind == "sft":
+        from forethought.learners.sft import SFTConfig, train_sft
 
-    processes: int = Field(1, ge=1)
-    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
-    zero_stage: int = Field(2, ge=0, le=3)  # DeepSpeed ZeRO stage (strategy: deepspeed)
-    accelerate_config: str | None = None  # an `accelerate config` file; replaces the strategy flags
-    main_process_port: int | None = None  # default: a free port on this machine
-    threads_per_process: int | None = Field(None, ge=1)  # CPU only; default: cores / processes
+        return SFTConfig, train_sft, None
+    if kind == "step_apo":
+        from forethought.learners.step_apo import StepAPOConfig, check_trl, train_step_apo
+
+        return StepAPOConfig, train_step_apo, check_trl
+    if kind == "value":
+        from forethought.learners.value_model import ValueConfig, train_value_model
+
+        return ValueConfig, train_value_model, None
+    raise UserError(f"unknown learner kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def launch_flags(settings: DistributedSettings, *, cuda: bool, port: int) -> list[str]:
@@ -59,29 +72,39 @@ def launch_training(
     max_steps: int | None = None,
     progress: bool = True,
     trace: bool = False,
-    kind: Literal["sft"] = "sft",
-):
-    """Train like `train_sft` but in `cfg.distributed.processes` processes; returns rank 0's TrainStats."""
+    kind: Kind = "sft",
+) -> TrainStats:
+    """Train like the `kind` learner's train function (train_sft, train_step_apo, train_value_model) but in
+    `cfg.distributed.processes` processes; returns rank 0's TrainStats (counts summed over the ranks)."""
     import torch
 
     from forethought.engines.server import free_port
-    from forethought.learners.sft import TrainStats
 
+    config_class, _, preflight = learner(kind)
+    if not isinstance(cfg, config_class):
+        raise TypeError(f"learner kind {kind!r} takes a {config_class.__name__}, got {type(cfg).__name__}")
+    if preflight is not None:
+        preflight()  # fail here with one clear error rather than in every rank
+    if trace and kind != "sft":
+        raise ValueError("trace=True is recorded by the SFT learner only")
+    if not rows:  # the learner's own message says why there is nothing to train on; no processes to start
+        return learner(kind)[1](model, rows, output_dir, cfg, seed=seed, max_steps=max_steps, progress=progress)
     settings: DistributedSettings = cfg.distributed
     if cfg.batch_size % settings.processes:
         raise UserError(f"learner.batch_size={cfg.batch_size} must be divisible by "
                         f"learner.distributed.processes={settings.processes} (it is the global batch)")
     output_dir = Path(output_dir)
     if output_dir.exists():
-        raise UserError(f"{output_dir} already exists; delete it to train this iteration again")
+        raise UserError(f"{output_dir} already exists; delete it to train it again")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     job = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.job-", dir=output_dir.parent))
     try:
-        (job / "job.json").write_text(json.dumps({
-            "kind": kind, "model": str(model), "output_dir": str(output_dir.resolve()), "cfg": cfg.model_dump(),
-            "seed": seed, "max_steps": max_steps, "progress": progress, "trace": trace,
-        }))
+        spec = {"kind": kind, "model": str(model), "output_dir": str(output_dir.resolve()), "cfg": cfg.model_dump(),
+                "seed": seed, "max_steps": max_steps, "progress": progress}
+        if trace:
+            spec["trace"] = True
+        (job / "job.json").write_text(json.dumps(spec))
         with open(job / "rows.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -109,14 +132,14 @@ def launch_training(
 
 
 def _worker(job: Path) -> None:
-    """One rank: read the job, train, and (rank 0) write the stats."""
-    from forethought.learners.sft import SFTConfig, train_sft
-
+    """One rank: read the job, run the learner its kind names, and (rank 0) write the stats."""
     spec = json.loads((job / "job.json").read_text())
+    config_class, train, _ = learner(spec["kind"])
     rows = [json.loads(line) for line in (job / "rows.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    cfg = SFTConfig.model_validate(spec["cfg"])
-    stats = train_sft(spec["model"], rows, Path(spec["output_dir"]), cfg, seed=spec["seed"],
-                      max_steps=spec["max_steps"], progress=spec["progress"], trace=spec["trace"])
+    cfg = config_class.model_validate(spec["cfg"])
+    extra = {"trace": True} if spec.get("trace") else {}
+    stats = train(spec["model"], rows, Path(spec["output_dir"]), cfg, seed=spec["seed"],
+                  max_steps=spec["max_steps"], progress=spec["progress"], **extra)
     if int(os.environ.get("RANK", "0")) == 0:
         tmp = job / "stats.json.tmp"
         tmp.write_text(stats.model_dump_json())

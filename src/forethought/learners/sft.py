@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import shutil
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Literal
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.chat_mask import tokenize_chat
-from forethought.learners.distributed import DistributedSettings
+from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
+                                         device_dtype, gather_sum, lora_config, partial_dir, publish, quiet,
+                                         save_merged, stats, trainer_kwargs)
 
 __all__ = ["LoraSettings", "SFTConfig", "TrainStats", "steps_for_iteration", "tokenize_chat", "train_sft"]
-
-
-class LoraSettings(StrictModel):
-    """LoRA adapter shape; the adapter is merged into the weights when the checkpoint is saved."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
 
 
 class SFTConfig(StrictModel):
@@ -49,18 +37,6 @@ class SFTConfig(StrictModel):
     gradient_checkpointing: bool = False  # trades compute for memory on large models
     report_to: str | list[str] = "none"  # e.g. "wandb" (needs the wandb extra)
     distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
-
-
-class TrainStats(StrictModel):
-    """What one training call did; trained_tokens counts assistant (loss-bearing) tokens processed."""
-
-    steps: int
-    train_loss: float
-    trained_tokens: int
-    seconds: float
-    tokens_per_second: float
-    processes: int = 1
-    batches: list[list[list[str]]] | None = None  # with trace=True: per rank, per step, each row's fingerprint
 
 
 def steps_for_iteration(cfg: SFTConfig, iteration: int) -> int | None:
@@ -90,32 +66,6 @@ def _tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
     return examples
 
 
-@contextlib.contextmanager
-def _quiet(enabled: bool):
-    """Silence transformers/datasets logging and progress bars while training, then restore them."""
-    import datasets
-    from transformers.utils import logging
-
-    if not enabled:
-        yield
-        return
-    verbosity = logging.get_verbosity()
-    bars, data_bars = logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    datasets.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside TRL/PEFT, not the user's to fix
-            yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-        if data_bars:
-            datasets.enable_progress_bar()
-
-
 def _trainer_class():
     """SFTTrainer that also counts the loss-bearing tokens it trains on."""
     from trl import SFTTrainer
@@ -139,47 +89,19 @@ def _trainer_class():
     return CountingSFTTrainer
 
 
-def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | None, progress: bool, cuda: bool,
-              world: int = 1):
-    """TRL's SFTConfig for our settings: no checkpoints mid-run, no reporting unless configured, bf16 only on CUDA;
-    `cfg.batch_size` is the global batch, split over `world` processes."""
+def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | None, progress: bool, cuda: bool):
+    """TRL's SFTConfig for our settings (see common.trainer_kwargs; `cfg.batch_size` is the global batch)."""
     from trl import SFTConfig as TrlSFTConfig
 
-    # transformers 5 renamed gradient_checkpointing (now a deprecated alias that warns) to activation_checkpointing
-    renamed = hasattr(TrlSFTConfig, "activation_checkpointing")
-    checkpointing = "activation_checkpointing" if renamed else "gradient_checkpointing"
     return TrlSFTConfig(
-        output_dir=str(output_dir),
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs,
-        max_steps=max_steps or cfg.max_steps or -1,
-        per_device_train_batch_size=max(1, cfg.batch_size // world),
+        **trainer_kwargs(cfg, output_dir, seed=seed, max_steps=max_steps, progress=progress, cuda=cuda),
         gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=cfg.weight_decay,
-        **{checkpointing: cfg.gradient_checkpointing},
-        report_to=cfg.report_to,
-        seed=seed,
-        data_seed=seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        save_strategy="no",
-        logging_steps=1,
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        **{checkpointing_key(TrlSFTConfig): cfg.gradient_checkpointing},
     )
-
-
-def _save_merged(trainer, tokenizer, merge: bool, dest: Path) -> None:
-    """Write the trained model (LoRA merged into the weights) and tokenizer as a plain HF checkpoint."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if merge:
-        model = model.merge_and_unload()
-    model.config.use_cache = True
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
 
 
 def train_sft(
@@ -201,9 +123,7 @@ def train_sft(
     rank 0 saves, and the stats count every rank's tokens (see learners/distributed.py).
     """
     import datasets
-    import torch
     import transformers
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
 
     from forethought.models import resolve_model
@@ -214,49 +134,28 @@ def train_sft(
             "sample more (more trials per question, more questions, a higher temperature) or use a stronger model"
         )
     output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise UserError(f"{output_dir} already exists; delete it to train this iteration again")
     path = resolve_model(str(model))
-    cuda = torch.cuda.is_available()
-    with _quiet(not progress):
+    cuda, dtype = device_dtype()
+    with quiet(not progress), partial_dir(output_dir, again="train this iteration again") as tmp:
         tokenizer = AutoTokenizer.from_pretrained(path)
         examples = _tokenize_rows(tokenizer, rows, cfg.max_length)
         transformers.set_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32)
-        lora = cfg.lora and LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM",
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        args = _trl_args(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda)
+        trainer = _trainer_class()(
+            model=base, args=args, train_dataset=datasets.Dataset.from_list(examples),
+            processing_class=tokenizer, peft_config=lora_config(cfg.lora),
         )
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-        try:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            args = _trl_args(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda,
-                             world=world)
-            trainer = _trainer_class()(
-                model=base, args=args, train_dataset=datasets.Dataset.from_list(examples),
-                processing_class=tokenizer, peft_config=lora,
-            )
-            trainer.trace = [] if trace else None
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            start = time.perf_counter()
-            result = trainer.train()
-            seconds = time.perf_counter() - start
-            tokens, batches = trainer.trained_tokens, [trainer.trace] if trace else None
-            if trainer.accelerator.num_processes > 1:
-                from accelerate.utils import gather_object
+        trainer.trace = [] if trace else None
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+        tokens, batches = gather_sum(trainer, trainer.trained_tokens), [trainer.trace] if trace else None
+        if trace and trainer.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
 
-                tokens = sum(gather_object([tokens]))
-                batches = gather_object([trainer.trace]) if trace else None
-            if trainer.is_world_process_zero():
-                _save_merged(trainer, tokenizer, cfg.lora is not None, tmp / "checkpoint")
-                (tmp / "checkpoint").rename(output_dir)
-            trainer.accelerator.wait_for_everyone()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return TrainStats(
-        steps=result.global_step, train_loss=float(result.training_loss), trained_tokens=tokens,
-        seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0,
-        processes=trainer.accelerator.num_processes, batches=batches,
-    )
+            batches = gather_object([trainer.trace])
+        publish(trainer, tmp, output_dir, lambda dest: save_merged(trainer, tokenizer, cfg.lora is not None, dest))
+    return stats(trainer, result, tokens, seconds, batches)

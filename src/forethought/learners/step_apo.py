@@ -5,12 +5,15 @@
 Built on TRL's DPOTrainer (sigmoid loss, reference log-probs precomputed once per dataset): adding
 alpha / beta * (Q_w - Q_l) to the cached reference log-prob of the chosen step turns TRL's loss into exactly this
 one, so no loss code is rewritten. alpha = 0 is plain step-level DPO. Rows follow search/extract.py's pairs.
+
+The trainer overrides private DPOTrainer methods (`_prepare_dataset`, `_precompute_ref_logps`), so it is pinned to
+the TRL versions it was tested with (`TRL_SUPPORTED`, the same range as pyproject.toml); `train_step_apo` checks the
+installed version first.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import importlib.metadata
 import time
 from pathlib import Path
 from typing import Literal
@@ -19,9 +22,29 @@ from pydantic import Field
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
-from forethought.learners.sft import LoraSettings, TrainStats, _quiet, _save_merged
+from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
+                                         device_dtype, gather_sum, lora_config, partial_dir, publish, quiet,
+                                         save_merged, stats, trainer_kwargs, world_size)
 
-__all__ = ["StepAPOConfig", "margin_offset", "step_apo_loss", "tokenize_pairs", "train_step_apo"]
+__all__ = ["TRL_SUPPORTED", "StepAPOConfig", "check_trl", "margin_offset", "step_apo_loss", "tokenize_pairs",
+           "train_step_apo"]
+
+TRL_SUPPORTED = ">=1.16,<1.17"  # keep equal to pyproject.toml's trl pin (tests/test_step_apo.py checks)
+
+
+def check_trl() -> None:
+    """Fail with one clear error unless the installed TRL is in `TRL_SUPPORTED` (the trainer relies on its
+    private methods, which TRL changes between minor versions)."""
+    from packaging.specifiers import SpecifierSet
+
+    try:
+        installed = importlib.metadata.version("trl")
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"Step-APO needs TRL {TRL_SUPPORTED}, which is not installed: "
+                        f"pip install 'trl{TRL_SUPPORTED}'") from None
+    if not SpecifierSet(TRL_SUPPORTED).contains(installed, prereleases=True):
+        raise UserError(f"Step-APO supports TRL {TRL_SUPPORTED} (it overrides private DPOTrainer methods), but TRL "
+                        f"{installed} is installed: pip install 'trl{TRL_SUPPORTED}'")
 
 
 class StepAPOConfig(StrictModel):
@@ -41,6 +64,7 @@ class StepAPOConfig(StrictModel):
     warmup_ratio: float = 0.0
     gradient_checkpointing: bool = False  # TRL turns it on by default; it trades compute for memory
     report_to: str | list[str] = "none"
+    distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
 
 
 def margin_offset(q_chosen: float, q_rejected: float, beta: float, alpha: float) -> float:
@@ -84,11 +108,6 @@ def tokenize_pairs(tokenizer, rows: list[dict], cfg: StepAPOConfig) -> list[dict
     return out
 
 
-def _checkpointing(args_class) -> str:
-    """transformers 5 renamed gradient_checkpointing (a deprecated alias now) to activation_checkpointing."""
-    return "activation_checkpointing" if hasattr(args_class, "activation_checkpointing") else "gradient_checkpointing"
-
-
 def _trainer_class():
     from trl import DPOTrainer
 
@@ -96,6 +115,12 @@ def _trainer_class():
         """DPOTrainer on pre-tokenized step pairs whose cached chosen reference log-probs carry the margin."""
 
         reference_batches = 0  # reference forward passes (all in the one precompute)
+        trained_tokens = 0  # chosen + rejected step tokens scored in training, this rank
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training:
+                self.trained_tokens += int(inputs["completion_mask"].sum())
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset  # tokenized by tokenize_pairs: no EOS after a step, prefix continued
@@ -106,18 +131,40 @@ def _trainer_class():
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-            return dataset.map(lambda row: {"ref_chosen_logps": row["ref_chosen_logps"] + row["margin"]})
+            # in memory: under accelerate launch every rank maps, and a cache file beside the data would be shared
+            return dataset.map(lambda row: {"ref_chosen_logps": row["ref_chosen_logps"] + row["margin"]},
+                               keep_in_memory=True)
 
     return StepAPOTrainer
 
 
-def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: StepAPOConfig, *, seed: int,
-                   progress: bool = True) -> TrainStats:
-    """Train `model` (also the reference) on Step-APO pairs; save a merged HF checkpoint to `output_dir` atomically."""
+def _pairs_dataset(examples: list[dict], tmp: Path):
+    """The tokenized pairs as a dataset stored in the (shared) partial directory: TRL caches the reference log-probs
+    in a file beside the dataset's, and rank 0 writes that file for all ranks, so it must not be a per-process
+    temporary directory."""
     import datasets
-    import torch
+
+    data = datasets.Dataset.from_list(examples)
+    if world_size() == 1:
+        data.save_to_disk(str(tmp / "pairs"))
+    else:
+        from accelerate import PartialState
+
+        state = PartialState()
+        if state.is_main_process:
+            data.save_to_disk(str(tmp / "pairs"))
+        state.wait_for_everyone()
+    return datasets.load_from_disk(str(tmp / "pairs"))
+
+
+def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: StepAPOConfig, *, seed: int,
+                   max_steps: int | None = None, progress: bool = True) -> TrainStats:
+    """Train `model` (also the reference) on Step-APO pairs; save a merged HF checkpoint to `output_dir` atomically.
+
+    `max_steps` overrides `cfg.max_steps`. Under `accelerate launch` every rank calls this (see `forethought.learners
+    .train`): `cfg.batch_size` is the global batch, rank 0 saves, and trained_tokens counts every rank's steps."""
+    check_trl()
     import transformers
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import DPOConfig
 
@@ -127,8 +174,8 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
     if output_dir.exists():
         raise UserError(f"{output_dir} already exists; delete it to train this stage again")
     path = resolve_model(str(model))
-    cuda = torch.cuda.is_available()
-    with _quiet(not progress):
+    cuda, dtype = device_dtype()
+    with quiet(not progress):
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -136,34 +183,22 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
         if not examples:
             raise UserError("no Step-APO pairs to train on: the search found no sibling steps with Q > 0 and Q < 0; "
                             "search more (more iterations or questions) or use a stronger model")
-        transformers.set_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32)
-        lora = cfg.lora and LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-        try:
+        with partial_dir(output_dir, again="train this stage again") as tmp:
+            transformers.set_seed(seed)
+            base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             args = DPOConfig(
-                output_dir=str(tmp / "trainer"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-                max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
+                **trainer_kwargs(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda),
                 gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, beta=cfg.beta,
                 loss_type=["sigmoid"], precompute_ref_log_probs=True, lr_scheduler_type=cfg.lr_scheduler,
-                warmup_steps=cfg.warmup_ratio, report_to=cfg.report_to, seed=seed, data_seed=seed, bf16=cuda,
-                use_cpu=not cuda, save_strategy="no", logging_steps=1, disable_tqdm=not progress,
-                dataloader_num_workers=0, **{_checkpointing(DPOConfig): cfg.gradient_checkpointing},
+                warmup_steps=cfg.warmup_ratio, **{checkpointing_key(DPOConfig): cfg.gradient_checkpointing},
             )
-            trainer = _trainer_class()(model=base, args=args, train_dataset=datasets.Dataset.from_list(examples),
-                                       processing_class=tokenizer, peft_config=lora)
+            trainer = _trainer_class()(model=base, args=args, train_dataset=_pairs_dataset(examples, tmp),
+                                       processing_class=tokenizer, peft_config=lora_config(cfg.lora))
             if not progress:
                 trainer.remove_callback(PrinterCallback)
             start = time.perf_counter()
             result = trainer.train()
             seconds = time.perf_counter() - start
-            per_pair = sum(len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples) / len(examples)
-            tokens = int(per_pair * result.global_step * cfg.batch_size * cfg.grad_accum)  # step tokens scored
-            _save_merged(trainer, tokenizer, cfg.lora is not None, tmp / "checkpoint")
-            (tmp / "checkpoint").rename(output_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return TrainStats(steps=result.global_step, train_loss=float(result.training_loss), trained_tokens=tokens,
-                      seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0)
+            tokens = gather_sum(trainer, trainer.trained_tokens)
+            publish(trainer, tmp, output_dir, lambda dest: save_merged(trainer, tokenizer, cfg.lora is not None, dest))
+    return stats(trainer, result, tokens, seconds)

@@ -8,15 +8,14 @@ continued, cut from the left.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
-from forethought.learners.sft import TrainStats, _quiet
+from forethought.learners.common import (DistributedSettings, TrainStats, device_dtype, gather_sum, partial_dir,
+                                         publish, quiet, stats, trainer_kwargs)
 
 __all__ = ["ValueConfig", "ValueModel", "train_value_model"]
 
@@ -29,6 +28,7 @@ class ValueConfig(StrictModel):
     max_steps: int | None = None
     batch_size: int = 8
     max_length: int = 1024
+    distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
 
 
 def render(tokenizer, messages: list[dict], prefix: str) -> str:
@@ -66,10 +66,11 @@ def _load(path, dtype):
 
 
 def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg: ValueConfig, *, seed: int,
-                      progress: bool = True) -> TrainStats:
-    """Fit tanh(head(last token)) to each row's q by MSE; save the checkpoint (LM + head) to `output_dir`."""
-    import json
+                      max_steps: int | None = None, progress: bool = True) -> TrainStats:
+    """Fit tanh(head(last token)) to each row's q by MSE; save the checkpoint (LM + head) to `output_dir` atomically.
 
+    `max_steps` overrides `cfg.max_steps`. Under `accelerate launch` every rank calls this (see `forethought.learners
+    .train`): `cfg.batch_size` is the global batch, rank 0 saves, and trained_tokens counts every rank's tokens."""
     import datasets
     import torch
     import transformers
@@ -82,27 +83,33 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
     output_dir = Path(output_dir)
     if output_dir.exists():
         raise UserError(f"{output_dir} already exists; delete it to train the value model again")
-    cuda = torch.cuda.is_available()
-    with _quiet(not progress):
+    cuda, dtype = device_dtype()
+    with quiet(not progress):
         transformers.set_seed(seed)
-        net, tokenizer = _load(resolve_model(str(model)), torch.bfloat16 if cuda else torch.float32)
+        net, tokenizer = _load(resolve_model(str(model)), dtype)
         data = features(tokenizer, rows, cfg.max_length)
 
         class TanhMSETrainer(Trainer):
+            trained_tokens = 0  # state tokens processed in training, this rank
+
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                if model.training:
+                    self.trained_tokens += int(inputs["attention_mask"].sum())
                 labels = inputs.pop("labels")
                 outputs = model(**inputs)
                 loss = torch.nn.functional.mse_loss(torch.tanh(outputs.logits[:, 0].float()), labels.float())
                 return (loss, outputs) if return_outputs else loss
 
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-        try:
-            args = TrainingArguments(output_dir=str(tmp / "trainer"), learning_rate=cfg.learning_rate,
-                                     num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
-                                     per_device_train_batch_size=cfg.batch_size, seed=seed, data_seed=seed,
-                                     bf16=cuda, use_cpu=not cuda, save_strategy="no", logging_steps=1,
-                                     report_to="none", disable_tqdm=not progress, dataloader_num_workers=0)
+        def save(dest: Path) -> None:
+            import json
+
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(dest)
+            tokenizer.save_pretrained(dest)
+            (dest / SETTINGS).write_text(json.dumps({"max_length": cfg.max_length}) + "\n")  # for ValueModel.load
+
+        with partial_dir(output_dir, again="train the value model again") as tmp:
+            args = TrainingArguments(**trainer_kwargs(cfg, tmp / "trainer", seed=seed, max_steps=max_steps,
+                                                      progress=progress, cuda=cuda))
             trainer = TanhMSETrainer(model=net, args=args, train_dataset=datasets.Dataset.from_list(data),
                                      data_collator=DataCollatorWithPadding(tokenizer))
             if not progress:
@@ -110,15 +117,9 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
             start = time.perf_counter()
             result = trainer.train()
             seconds = time.perf_counter() - start
-            net.save_pretrained(tmp / "checkpoint")
-            tokenizer.save_pretrained(tmp / "checkpoint")
-            (tmp / "checkpoint" / SETTINGS).write_text(json.dumps({"max_length": cfg.max_length}) + "\n")  # for load
-            (tmp / "checkpoint").rename(output_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    tokens = sum(len(d["input_ids"]) for d in data)
-    return TrainStats(steps=result.global_step, train_loss=float(result.training_loss), trained_tokens=tokens,
-                      seconds=round(seconds, 3), tokens_per_second=round(tokens / seconds, 2) if seconds else 0.0)
+            tokens = gather_sum(trainer, trainer.trained_tokens)
+            publish(trainer, tmp, output_dir, save)
+    return stats(trainer, result, tokens, seconds)
 
 
 SETTINGS = "value_model.json"  # in a checkpoint: the max_length it was trained with
