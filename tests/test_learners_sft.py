@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from forethought.errors import UserError
-from forethought.learners.sft import LoraSettings, SFTConfig, steps_for_iteration, tokenize_chat, train_sft
+from forethought.learners.sft import LoraSettings, SFTConfig, tokenize_chat, train_sft
 
 ONE_TURN = [
     {"role": "system", "content": "You plan before you answer."},
@@ -80,15 +80,6 @@ def test_malformed_rows_are_user_errors(tokenizer):
         tokenize_chat(tokenizer, ONE_TURN[:2], max_length=1024)
     with pytest.raises(UserError, match="'messages' must be a list"):
         tokenize_chat(tokenizer, [{"role": "user"}], max_length=1024)
-
-
-def test_star_step_schedule():
-    cfg = SFTConfig(star_base_steps=40)
-    assert [steps_for_iteration(cfg, i) for i in range(1, 6)] == [40, 48, 58, 69, 83]
-    assert steps_for_iteration(SFTConfig(max_steps=7), 3) == 7
-    assert steps_for_iteration(SFTConfig(), 1) is None
-    with pytest.raises(ValueError):
-        steps_for_iteration(cfg, 0)
 
 
 def test_no_rows_is_a_user_error(tiny_model_dir, tmp_path):

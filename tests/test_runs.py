@@ -17,6 +17,7 @@ from forethought.errors import UserError
 from forethought.learners.sft import SFTConfig, train_sft
 from forethought.plans import question_messages
 from forethought.runs import run_recipe
+from forethought.runs.config import RunLearner
 
 QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(16)]
 
@@ -120,9 +121,29 @@ def test_changed_config_is_refused_and_nothing_is_lost(tmp_path, warm_model, one
     recipe = write_recipe(tmp_path / "r.yaml", warm_model, ones_task, tmp_path / "run", iterations=0)
     root = run_recipe(recipe, progress=False)
     before = (root / "metrics.jsonl").read_text()
-    with pytest.raises(UserError, match="different config.*sampler"):
+    with pytest.raises(UserError, match=r"different config \(differs in: sampler\.trials\)"):
         run_recipe(recipe, ["sampler.trials=3"], progress=False)
     assert (root / "metrics.jsonl").read_text() == before
+
+
+def test_star_step_schedule():
+    cfg = RunLearner(star_base_steps=40)
+    assert [cfg.steps(i) for i in range(1, 6)] == [40, 48, 58, 69, 83]
+    assert RunLearner(max_steps=7).steps(3) == 7
+    assert RunLearner().steps(1) is None
+    with pytest.raises(ValueError):
+        cfg.steps(0)
+
+
+def test_more_iterations_resume_a_finished_run(tmp_path, warm_model, ones_task):
+    recipe = write_recipe(tmp_path / "r.yaml", warm_model, ones_task, tmp_path / "run", iterations=0)
+    root = run_recipe(recipe, progress=False)
+    base_eval = (root / "iter_000" / "eval" / "records.jsonl").read_text()
+    run_recipe(recipe, ["iterations=1"], progress=False)
+    assert (root / "iter_000" / "eval" / "records.jsonl").read_text() == base_eval  # not redone
+    assert [m["iteration"] for m in read_lines(root / "metrics.jsonl")] == [0, 1]
+    with pytest.raises(UserError, match="differs in: iterations"):
+        run_recipe(recipe, ["iterations=0"], progress=False)
 
 
 def test_unknown_recipe_key_is_a_clear_error(tmp_path, warm_model, ones_task):

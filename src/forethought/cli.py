@@ -315,7 +315,8 @@ def search(
     from forethought.cpl import CplConfig, CplRun
 
     run = CplRun(load_config(CplConfig, recipe, overrides or []), progress=not quiet)
-    run.search(1, run.cfg.model, None)
+    with run.stages:
+        run.search(1, run.cfg.model, None)
     out.print(json.dumps(json.loads((run.root / "r1" / "search.json").read_text()), indent=2))
 
 

@@ -12,9 +12,6 @@ after a kill carries on where it stopped. The run directory:
 
 from __future__ import annotations
 
-import gc
-import shutil
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +22,12 @@ from forethought.annotation import AnnotateConfig, annotate, sidecar
 from forethought.config import StrictModel, load_config
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl, write_json, write_jsonl
-from forethought.learners.sft import SFTConfig, train_sft
+from forethought.learners import train
+from forethought.learners.sft import SFTConfig
 from forethought.plans import code
 from forethought.report.metrics import correct_by_question, paired_delta_ci
 from forethought.runs.config import EngineSettings
+from forethought.runs.stages import StageRunner
 
 Variant = Literal["code", "none"]
 
@@ -88,12 +87,12 @@ def training_rows(records, variant: str, answer_type: str) -> list[dict]:
 
 
 class CodePlanRun:
-    """Runs (or resumes) one CodePlan recipe in its output directory."""
+    """Runs (or resumes) one CodePlan recipe in its output directory, stage by stage (runs/stages.py)."""
 
     def __init__(self, cfg: CodePlanConfig, *, progress: bool = True):
         from forethought.tasks import get_task
 
-        self.cfg, self.progress, self.root = cfg, progress, Path(cfg.output)
+        self.cfg, self.progress = cfg, progress
         if cfg.corpus_task is None and cfg.annotate.input is None:
             raise UserError("give the corpus: annotate.input (a JSONL file or a Hub dataset id) or corpus_task")
         if not cfg.variants:
@@ -102,24 +101,22 @@ class CodePlanRun:
         self.eval_q = self.task.load(cfg.eval.data, split=cfg.eval.split, limit=cfg.eval.limit)
         if not self.eval_q:
             raise UserError(f"task '{cfg.eval.task}' gave no evaluation questions; check eval.*")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.seconds = _load(self.root / "stages.json")
+        self.stages = StageRunner(cfg.output, cfg, engine_settings=cfg.engine, progress=progress)
+        self.root = self.stages.root
 
     def run(self) -> dict:
-        self.annotate()
-        for variant in self.cfg.variants:
-            self.train(variant)
-            self.evaluate(variant, str(self.root / variant / "checkpoint"))
-        if self.cfg.eval_base:
+        with self.stages:
+            self.stages.stage("annotate", self.annotate)
             for variant in self.cfg.variants:
-                self.evaluate(variant, self.cfg.model, name=f"base_{variant}")
+                self.train(variant)
+                self.evaluate(variant, str(self.root / variant / "checkpoint"))
+            if self.cfg.eval_base:
+                for variant in self.cfg.variants:
+                    self.evaluate(variant, self.cfg.model, name=f"base_{variant}")
         return self.summary()
 
-    def _timed(self, stage: str, start: float) -> None:
-        self.seconds[stage] = round(time.perf_counter() - start + self.seconds.get(stage, 0.0), 3)
-        write_json(self.root / "stages.json", self.seconds)
-
     def annotate(self) -> None:
+        """Annotate the corpus into annotated.jsonl (resumable record by record; see annotation/pipeline.py)."""
         cfg, out = self.cfg.annotate, self.root / "annotated.jsonl"
         if cfg.input is None:
             corpus = self.root / "corpus.jsonl"
@@ -127,19 +124,8 @@ class CodePlanRun:
                 write_jsonl(corpus, self._task_corpus())
             cfg = cfg.model_copy(update=dict(input=str(corpus), prompt_field="prompt", response_field="response",
                                              answer_field="answer"))
-        stats = _load(sidecar(out, "stats.json"))
-        position = stats.get("resume", {}).get("position", {}).get("index", 0)
-        if stats.get("input_exhausted") or (cfg.limit is not None and position >= cfg.limit):
-            return
-        from forethought.engines import get_engine
-
-        start = time.perf_counter()
-        e = self.cfg.engine
-        engine = get_engine(e.kind, self.cfg.annotator, **e.options())
-        annotate(engine, cfg, out, model_name=self.cfg.annotator, progress=self.progress)
-        del engine
-        gc.collect()
-        self._timed("annotate", start)
+        annotate(self.stages.engine(self.cfg.annotator), cfg, out, model_name=self.cfg.annotator,
+                 progress=self.progress)
 
     def _task_corpus(self) -> list[dict]:
         from forethought.tasks import get_task
@@ -151,40 +137,35 @@ class CodePlanRun:
         return [{"prompt": ex.question, "response": ex.reference, "answer": ex.gold} for ex in examples]
 
     def train(self, variant: str) -> None:
+        """Fine-tune the base model on the kept pairs, with plans (`code`) or without (`none`)."""
         d = self.root / variant
-        if (d / "checkpoint").exists():
-            return
-        for stale in d.glob(".checkpoint.partial-*"):  # left by a training that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        start = time.perf_counter()
-        records = [r for _, r in read_jsonl(self.root / "annotated.jsonl")]
-        rows = training_rows(records, variant, self.task.answer_type)
-        if not rows:
-            raise UserError("the annotation kept no records, so there is nothing to train on; see "
-                            f"{sidecar(self.root / 'annotated.jsonl', 'stats.json')} for why they were filtered")
-        write_jsonl(d / "train.jsonl", rows)
-        stats = train_sft(self.cfg.model, rows, d / "checkpoint", self.cfg.learner, seed=self.cfg.seed,
+
+        def fit() -> None:
+            records = [r for _, r in read_jsonl(self.root / "annotated.jsonl")]
+            rows = training_rows(records, variant, self.task.answer_type)
+            if not rows:
+                raise UserError("the annotation kept no records, so there is nothing to train on; see "
+                                f"{sidecar(self.root / 'annotated.jsonl', 'stats.json')} for why they were filtered")
+            write_jsonl(d / "train.jsonl", rows)
+            stats = train("sft", self.cfg.model, rows, d / "checkpoint", self.cfg.learner, seed=self.cfg.seed,
                           progress=self.progress)
-        write_json(d / "train_stats.json", stats.model_dump())
-        self._timed(f"train_{variant}", start)
+            write_json(d / "train_stats.json", stats.model_dump())
+
+        self.stages.stage(f"train_{variant}", fit, output=d / "checkpoint", trains=True)
 
     def evaluate(self, variant: str, model: str, name: str | None = None) -> None:
-        from forethought.engines import get_engine
+        """Evaluate `model` with `variant`'s prompts into {name}/eval/."""
         from forethought.evaluate import evaluate
 
-        d = self.root / (name or variant) / "eval"
-        if (d / "summary.json").exists():
-            return
-        start = time.perf_counter()
-        e, v = self.cfg.engine, self.cfg.eval
-        engine = get_engine(e.kind, model, **e.options())
-        result = evaluate(engine, self.task, self.eval_q, model_name=model, plan_format=variant,
-                          temperature=v.temperature, max_new_tokens=v.max_new_tokens,
-                          plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed, progress=self.progress)
-        del engine
-        gc.collect()
-        result.write(d)
-        self._timed(f"eval_{name or variant}", start)
+        def run() -> None:
+            v = self.cfg.eval
+            result = evaluate(self.stages.engine(model), self.task, self.eval_q, model_name=model,
+                              plan_format=variant, temperature=v.temperature, max_new_tokens=v.max_new_tokens,
+                              plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed,
+                              progress=self.progress)
+            result.write(self.root / (name or variant) / "eval")
+
+        self.stages.stage(f"eval_{name or variant}", run)
 
     def summary(self) -> dict:
         """Annotation statistics, each model's accuracy with its 95% interval, and code minus none (paired)."""
@@ -193,17 +174,18 @@ class CodePlanRun:
             "annotation": {k: ann.get(k) for k in ("processed", "kept", "kept_fraction", "filtered", "mean_words",
                                                     "mean_plan_tokens", "tokens_generated", "engine_seconds",
                                                     "seconds", "records_per_second", "tokens_per_second")},
-            "models": {}, "seconds": self.seconds, "total_seconds": round(sum(self.seconds.values()), 1),
+            "models": {}, "seconds": self.stages.seconds,
+            "total_seconds": round(sum(self.stages.seconds.values()), 1),
         }
         names = list(self.cfg.variants) + ([f"base_{v}" for v in self.cfg.variants] if self.cfg.eval_base else [])
         correct = {}
         for name in names:
             s = _load(self.root / name / "eval" / "summary.json")
-            train = _load(self.root / name / "train_stats.json")
+            trained = _load(self.root / name / "train_stats.json")
             out["models"][name] = {
                 "plan_format": s["plan_format"], "accuracy": s["accuracy"], "ci95": s["ci95"], "n": s["n"],
                 "unparseable": s["unparseable"], "truncated": s["truncated"],
-                "tokens_generated": s["tokens_generated"], "train": train or None,
+                "tokens_generated": s["tokens_generated"], "train": trained or None,
             }
             records = [r for _, r in read_jsonl(self.root / name / "eval" / "records.jsonl")]
             correct[name] = correct_by_question(records)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import gc
 import json
-import shutil
-import time
 from pathlib import Path
 
 from pydantic import Field
@@ -23,12 +21,14 @@ from pydantic import Field
 from forethought.config import StrictModel, load_config
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl, write_json, write_jsonl
-from forethought.learners.sft import SFTConfig, train_sft
-from forethought.learners.step_apo import StepAPOConfig, train_step_apo
-from forethought.learners.value_model import ValueConfig, ValueModel, train_value_model
+from forethought.learners import train
+from forethought.learners.sft import SFTConfig
+from forethought.learners.step_apo import StepAPOConfig
+from forethought.learners.value_model import ValueConfig, ValueModel
 from forethought.report.metrics import correct_by_question, paired_delta_ci
 from forethought.report.tree import trees_html
 from forethought.runs.config import EngineSettings, EvalSettings, TaskSettings
+from forethought.runs.stages import StageRunner
 from forethought.search import ExtractConfig, SearchConfig, Tree, extract, run_search
 
 
@@ -54,111 +54,106 @@ class CplConfig(StrictModel):
 
 
 class CplRun:
-    """Runs (or resumes) one CPL recipe in its output directory."""
+    """Runs (or resumes) one CPL recipe in its output directory, stage by stage (runs/stages.py)."""
 
     def __init__(self, cfg: CplConfig, *, progress: bool = True):
         from forethought.tasks import get_task
 
-        self.cfg, self.progress, self.root = cfg, progress, Path(cfg.output)
+        self.cfg, self.progress = cfg, progress
         t = cfg.task
         self.task = get_task(t.name, **t.options)
         self.train_q = self.task.load(t.data, split=t.train_split, limit=t.train_limit)
         self.eval_q = self.task.load(t.data, split=t.eval_split, limit=t.eval_limit)
         if not self.train_q or not self.eval_q:
             raise UserError(f"task '{t.name}' gave no training or evaluation questions; check task.*")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.seconds = _load(self.root / "stages.json")
+        self.stages = StageRunner(cfg.output, cfg, engine_settings=cfg.engine, growable=("rounds",),
+                                  progress=progress)
+        self.root = self.stages.root
 
     def run(self) -> dict:
-        if self.cfg.eval_base:
-            self.evaluate(self.cfg.model, "base")
-        for k in range(1, self.cfg.rounds + 1):
-            d = self.root / f"r{k}"
-            policy = self.cfg.model if k == 1 else str(self.root / f"r{k - 1}" / "apo" / "checkpoint")
-            value = self.root / f"r{k - 1}" / "value" / "checkpoint" if k > 1 else None
-            self.search(k, policy, value)
-            sft = self.cfg.sft if k == 1 else self.cfg.sft.model_copy(update={"epochs": self.cfg.sft_round2_epochs})
-            self.train(d / "sft", lambda out: train_sft(self.cfg.model, _rows(d / "sft.jsonl"), out, sft,
-                                                          seed=self.cfg.seed, progress=self.progress))
-            start = str(d / "sft" / "checkpoint")
-            self.train(d / "apo", lambda out: train_step_apo(start, _rows(d / "pairs.jsonl"), out, self.cfg.step_apo,
-                                                             seed=self.cfg.seed, progress=self.progress))
-            names = ["sft", "apo"]
-            if self.cfg.step_dpo_ablation:
-                dpo = self.cfg.step_apo.model_copy(update={"alpha": 0.0})
-                self.train(d / "dpo", lambda out: train_step_apo(start, _rows(d / "pairs.jsonl"), out, dpo,
-                                                                 seed=self.cfg.seed, progress=self.progress))
-                names.append("dpo")
-            if k < self.cfg.rounds:
-                self.train(d / "value", lambda out: train_value_model(start, _rows(d / "value.jsonl"), out,
-                                                                      self.cfg.value, seed=self.cfg.seed,
-                                                                      progress=self.progress))
-            for name in names:
-                self.evaluate(str(d / name / "checkpoint"), f"r{k}_{name}")
+        with self.stages:
+            if self.cfg.eval_base:
+                self.evaluate(self.cfg.model, "base")
+            for k in range(1, self.cfg.rounds + 1):
+                self.round(k)
         return self.summary()
 
-    def _timed(self, stage: str, start: float) -> None:
-        self.seconds[stage] = round(time.perf_counter() - start + self.seconds.get(stage, 0.0), 3)
-        write_json(self.root / "stages.json", self.seconds)
-
-    def _engine(self, model: str):
-        from forethought.engines import get_engine
-
-        return get_engine(self.cfg.engine.kind, model, **self.cfg.engine.options())
+    def round(self, k: int) -> None:
+        """Search, SFT from base, Step-APO (and step DPO) from SFT, the value model for the next round, evaluations."""
+        cfg, d = self.cfg, self.root / f"r{k}"
+        policy = cfg.model if k == 1 else str(self.root / f"r{k - 1}" / "apo" / "checkpoint")
+        value = self.root / f"r{k - 1}" / "value" / "checkpoint" if k > 1 else None
+        self.search(k, policy, value)
+        sft = cfg.sft if k == 1 else cfg.sft.model_copy(update={"epochs": cfg.sft_round2_epochs})
+        self.train(k, "sft", "sft", cfg.model, "sft.jsonl", sft)
+        start = str(d / "sft" / "checkpoint")
+        self.train(k, "apo", "step_apo", start, "pairs.jsonl", cfg.step_apo)
+        names = ["sft", "apo"]
+        if cfg.step_dpo_ablation:
+            self.train(k, "dpo", "step_apo", start, "pairs.jsonl", cfg.step_apo.model_copy(update={"alpha": 0.0}))
+            names.append("dpo")
+        if k < cfg.rounds:
+            self.train(k, "value", "value", start, "value.jsonl", cfg.value)
+        for name in names:
+            self.evaluate(str(d / name / "checkpoint"), f"r{k}_{name}")
 
     def search(self, k: int, policy: str, value: Path | None) -> None:
-        d = self.root / f"r{k}"
-        if (d / "search.json").exists():
-            return
-        start = time.perf_counter()
-        cfg = self.cfg.search if k == 1 else self.cfg.search.model_copy(
-            update={"iterations": self.cfg.round2_iterations})
-        engine = self._engine(policy)
-        value_fn = ValueModel.load(value) if value is not None else None
-        trees, stats = run_search(engine, self.task, self.train_q, cfg, out=d / "trees.jsonl", value_fn=value_fn)
-        del engine, value_fn
-        gc.collect()
-        sft, pairs, values = extract(trees, self.train_q, self.task.answer_type, self.cfg.extract)
-        for name, rows in (("sft", sft), ("pairs", pairs), ("value", values)):
-            write_jsonl(d / f"{name}.jsonl", rows)
-        (d / "trees.html").write_text(trees_html(trees, {e.id: e.question for e in self.train_q}, f"CPL round {k}"),
-                                      encoding="utf-8")
-        write_json(d / "search.json", {**stats.model_dump(), "sft_rows": len(sft), "pairs": len(pairs),
-                                       "value_rows": len(values)})
-        self._timed(f"r{k}_search", start)
+        """Round k's plan-step MCTS (resumable tree by tree), then the SFT paths, pairs and value targets it yields."""
+        def run() -> None:
+            d = self.root / f"r{k}"
+            cfg = self.cfg.search if k == 1 else self.cfg.search.model_copy(
+                update={"iterations": self.cfg.round2_iterations})
+            engine = self.stages.engine(policy)
+            value_fn = ValueModel.load(value) if value is not None else None
+            try:
+                trees, stats = run_search(engine, self.task, self.train_q, cfg, out=d / "trees.jsonl",
+                                          value_fn=value_fn, seed=self.cfg.seed)
+            finally:
+                del value_fn
+                gc.collect()
+            sft, pairs, values = extract(trees, self.train_q, self.task.answer_type, self.cfg.extract)
+            for name, rows in (("sft", sft), ("pairs", pairs), ("value", values)):
+                write_jsonl(d / f"{name}.jsonl", rows)
+            (d / "trees.html").write_text(
+                trees_html(trees, {e.id: e.question for e in self.train_q}, f"CPL round {k}"), encoding="utf-8")
+            write_json(d / "search.json", {**stats.model_dump(), "sft_rows": len(sft), "pairs": len(pairs),
+                                           "value_rows": len(values)})
 
-    def train(self, d: Path, fit) -> None:
-        if (d / "checkpoint").exists():
-            return
-        for stale in d.glob(".checkpoint.partial-*"):  # left by a training that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        start = time.perf_counter()
-        stats = fit(d / "checkpoint")
-        write_json(d / "train_stats.json", stats.model_dump())
-        self._timed(f"{d.parent.name}_{d.name}", start)
+        self.stages.stage(f"r{k}/search", run)
+
+    def train(self, k: int, name: str, kind: str, model: str, data: str, cfg) -> None:
+        """Train r{k}/{name}/checkpoint with learner `kind` on r{k}/{data} (in-process, or under accelerate launch)."""
+        d = self.root / f"r{k}" / name
+
+        def fit() -> None:
+            stats = train(kind, model, _rows(self.root / f"r{k}" / data), d / "checkpoint", cfg,
+                          seed=self.cfg.seed, progress=self.progress)
+            write_json(d / "train_stats.json", stats.model_dump())
+
+        self.stages.stage(f"r{k}/{name}", fit, output=d / "checkpoint", trains=True)
 
     def evaluate(self, model: str, name: str) -> None:
+        """Zero-shot evaluation of `model` in the step format into eval/{name}/."""
         from forethought.evaluate import evaluate
 
-        d = self.root / "eval" / name
-        if (d / "summary.json").exists():
-            return
-        start = time.perf_counter()
-        engine, e = self._engine(model), self.cfg.eval
-        result = evaluate(engine, self.task, self.eval_q, model_name=model, plan_format="steps", n=e.n,
-                          temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
-                          plan_max_new_tokens=e.plan_max_new_tokens, seed=self.cfg.seed, progress=self.progress)
-        del engine
-        gc.collect()
-        result.write(d)
-        self._timed(f"eval_{name}", start)
+        def run() -> None:
+            e = self.cfg.eval
+            result = evaluate(self.stages.engine(model), self.task, self.eval_q, model_name=model,
+                              plan_format="steps", n=e.n, temperature=e.temperature, top_p=e.top_p,
+                              max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens,
+                              fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress)
+            result.write(self.root / "eval" / name)
+
+        self.stages.stage(f"eval/{name}", run)
 
     def summary(self) -> dict:
         """Each model's accuracy with its 95% interval, paired deltas, and what each round's search spent."""
-        out: dict = {"models": {}, "deltas": {}, "search": {}, "seconds": self.seconds,
-                     "total_seconds": round(sum(self.seconds.values()), 1)}
+        seconds = self.stages.seconds
+        out: dict = {"models": {}, "deltas": {}, "search": {}, "seconds": seconds,
+                     "total_seconds": round(sum(seconds.values()), 1)}
         correct = {}
-        for d in sorted((self.root / "eval").iterdir()):
+        eval_dir = self.root / "eval"
+        for d in sorted(eval_dir.iterdir()) if eval_dir.is_dir() else ():
             s = _load(d / "summary.json")
             if s:
                 out["models"][d.name] = {k: s[k] for k in ("accuracy", "ci95", "n", "unparseable", "truncated",

@@ -14,11 +14,11 @@ from forethought.learners.common import (DistributedSettings, LoraSettings, Trai
                                          device_dtype, gather_sum, lora_config, partial_dir, publish, quiet,
                                          save_merged, stats, trainer_kwargs)
 
-__all__ = ["LoraSettings", "SFTConfig", "TrainStats", "steps_for_iteration", "tokenize_chat", "train_sft"]
+__all__ = ["LoraSettings", "SFTConfig", "TrainStats", "tokenize_chat", "train_sft"]
 
 
 class SFTConfig(StrictModel):
-    """How one M-step trains: optimiser, length, LoRA or full fine-tuning, and the per-iteration schedule."""
+    """How one M-step trains: optimiser, length, LoRA or full fine-tuning (the run loop adds its schedule)."""
 
     kind: Literal["sft"] = "sft"
     learning_rate: float = 1e-4
@@ -28,25 +28,12 @@ class SFTConfig(StrictModel):
     grad_accum: int = 1
     max_length: int = 1024
     lora: LoraSettings | None = LoraSettings()  # None = full fine-tuning
-    restart_from_base: bool = False  # ReST-EM / STaR: each iteration trains the base model; ReST / LEPA continue
-    star_base_steps: int | None = None  # STaR schedule: steps at iteration 1 (40 in the paper) ...
-    star_step_growth: float = 1.2  # ... multiplied by this each iteration
     lr_scheduler: str = "constant"
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False  # trades compute for memory on large models
     report_to: str | list[str] = "none"  # e.g. "wandb" (needs the wandb extra)
     distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
-
-
-def steps_for_iteration(cfg: SFTConfig, iteration: int) -> int | None:
-    """Training steps for a 1-based iteration: STaR's round(base * growth**(iteration-1)) (40, 48, 58, 69, 83 ...)
-    when `star_base_steps` is set, else `cfg.max_steps` (None = train for `cfg.epochs`)."""
-    if iteration < 1:
-        raise ValueError(f"iterations count from 1, got {iteration}")
-    if cfg.star_base_steps is None:
-        return cfg.max_steps
-    return max(1, round(cfg.star_base_steps * cfg.star_step_growth ** (iteration - 1)))
 
 
 def _tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:

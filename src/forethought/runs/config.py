@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from forethought.config import StrictModel
 from forethought.engines.settings import EngineSettings
 from forethought.learners.sft import SFTConfig
 from forethought.samplers.config import SamplerConfig
+
+
+class RunLearner(SFTConfig):
+    """The run loop's M-step: SFT plus its schedule across iterations (which model each starts from, how long)."""
+
+    restart_from_base: bool = False  # ReST-EM / STaR: each iteration trains the base model; ReST / LEPA continue
+    star_base_steps: int | None = Field(None, ge=1)  # STaR schedule: steps at iteration 1 (40 in the paper) ...
+    star_step_growth: float = Field(1.2, gt=0)  # ... multiplied by this each iteration
+
+    def steps(self, iteration: int) -> int | None:
+        """Training steps for a 1-based iteration: STaR's round(base * growth**(iteration-1)) (40, 48, 58, 69, 83
+        ...) when `star_base_steps` is set, else `max_steps` (None = train for `epochs`)."""
+        if iteration < 1:
+            raise ValueError(f"iterations count from 1, got {iteration}")
+        if self.star_base_steps is None:
+            return self.max_steps
+        return max(1, round(self.star_base_steps * self.star_step_growth ** (iteration - 1)))
 
 
 class TaskSettings(StrictModel):
@@ -39,8 +58,8 @@ class RunConfig(StrictModel):
     task: TaskSettings
     engine: EngineSettings = EngineSettings()
     sampler: SamplerConfig = SamplerConfig()
-    learner: SFTConfig = SFTConfig()
+    learner: RunLearner = RunLearner()
     eval: EvalSettings = EvalSettings()
-    iterations: int = 2
+    iterations: int = Field(2, ge=0)  # a finished run resumed with more iterations carries on
     seed: int = 0
     output: str

@@ -1,0 +1,176 @@
+"""The one stage runner every pipeline uses (`run`, `cpl`, `codeplan`, `search`): a run directory whose config
+snapshot is checked on resume, a manifest of finished stages with their seconds, atomic stage outputs, and one
+engine open at a time, closed before any training.
+
+A stage is a name and a function. It runs only if the manifest does not mark it done; a stage whose output
+(a checkpoint renamed into place) exists although the manifest missed it (killed between the two) is marked done
+without running again. Half-written outputs (`.NAME.partial-*` siblings) are removed before a stage runs again.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from forethought.engines import close_engine, get_engine
+from forethought.errors import UserError
+from forethought.jsonl import write_json
+
+CONFIG, MANIFEST = "config.yaml", "manifest.json"
+FIXED_SERVER = (
+    "engine.kind=openai with base_urls serves one fixed model, but this run generates with its own checkpoint "
+    "{model}; set engine.launch to a command that serves {{model}} (e.g. 'vllm serve {{model}} --served-model-name "
+    "{{name}} --port {{port}}') instead of base_urls"
+)
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    """{"search": {"c_puct": 1.5}} -> {"search.c_puct": 1.5} (lists stay whole)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flatten(value, path) if isinstance(value, dict) and value else {path: value})
+    return out
+
+
+def changed_keys(previous: dict, current: dict, growable: Iterable[str] = ()) -> list[str]:
+    """Dotted keys whose values differ, except `output` (where the run is) and growable counts that only grew."""
+    old, new = _flatten(previous), _flatten(current)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == "output" or a == b:
+            continue
+        if key in growable and isinstance(a, int) and isinstance(b, int) and b >= a:
+            continue
+        changed.append(key)
+    return changed
+
+
+def snapshot_config(root: Path, config: BaseModel, growable: Iterable[str] = ()) -> None:
+    """Write root/config.yaml, or check that a resumed run's recipe equals it (growable counts may grow)."""
+    resolved = config.model_dump(mode="json")
+    path = root / CONFIG
+    if path.is_file():
+        previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if changed := changed_keys(previous, resolved, growable):
+            raise UserError(
+                f"{root} holds a run made with a different config (differs in: {', '.join(changed)}); "
+                "run the same command to resume it, or choose a new output=DIR"
+            )
+        if previous != resolved:  # a growable count grew: the snapshot follows it
+            _write_config(path, resolved)
+        return
+    if root.is_dir() and any(root.iterdir()):
+        raise UserError(f"{root} is not empty and holds no {CONFIG}: it is not a run directory of this command; "
+                        "choose a new output=DIR")
+    root.mkdir(parents=True, exist_ok=True)
+    _write_config(path, resolved)
+
+
+def _write_config(path: Path, resolved: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def remove_partials(output: Path) -> None:
+    """Delete what a killed stage left beside `output` (`.NAME.partial-*`, `.NAME.job-*` siblings)."""
+    for pattern in (f".{output.name}.partial-*", f".{output.name}.job-*"):
+        for stale in output.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+class StageRunner:
+    """One run directory: config snapshot, manifest (status and seconds per stage), engine lifecycle."""
+
+    def __init__(self, root: str | Path, config: BaseModel, *, engine_settings=None, growable: Iterable[str] = (),
+                 progress: bool = True):
+        self.root = Path(root)
+        snapshot_config(self.root, config, growable)
+        self.settings, self.progress = engine_settings, progress
+        path = self.root / MANIFEST
+        self.manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"stages": {}, "seconds": {}}
+        self._engine = (None, None)
+
+    # ---------------------------------------------------------------- manifest
+    def status(self, name: str) -> str | None:
+        return self.manifest["stages"].get(name)
+
+    def done(self, name: str) -> bool:
+        return self.status(name) in ("done", "skipped")
+
+    def mark(self, name: str, status: str = "done") -> None:
+        self.manifest["stages"][name] = status
+        self._save()
+
+    def add_seconds(self, name: str, seconds: float) -> None:
+        """Wall time of a stage, summed over interrupted attempts."""
+        self.manifest["seconds"][name] = round(self.manifest["seconds"].get(name, 0.0) + seconds, 3)
+        self._save()
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return dict(self.manifest["seconds"])
+
+    def _save(self) -> None:
+        write_json(self.root / MANIFEST, self.manifest)
+
+    # ---------------------------------------------------------------- stages
+    def stage(self, name: str, fn: Callable[[], str | None], *, output: Path | None = None,
+              trains: bool = False) -> bool:
+        """Run `fn` unless `name` is done; returns whether it ran. `fn` may return a status string ("skipped").
+
+        `output`: the stage's atomic result (a directory renamed into place); if it exists the stage is done.
+        `trains`: the open engine is closed first, so sampling memory (GPU, servers, actors) is free for training.
+        """
+        if self.done(name):
+            return False
+        if output is not None:
+            if output.exists():  # killed after the atomic rename, before the manifest was written
+                self.mark(name)
+                return False
+            remove_partials(output)
+        if trains:
+            self.release_engine()
+        start = time.perf_counter()
+        try:
+            status = fn()
+        finally:
+            self.add_seconds(name, time.perf_counter() - start)
+        self.mark(name, status if isinstance(status, str) else "done")
+        return True
+
+    # ---------------------------------------------------------------- engine lifecycle
+    def engine(self, model: str):
+        """An engine on `model`, reused while the model stays the same; another model closes the current one."""
+        if self._engine[0] != str(model):
+            self.release_engine()
+            s = self.settings
+            if s.fixed_model and Path(model).resolve().is_relative_to(self.root.resolve()):
+                raise UserError(FIXED_SERVER.format(model=model))
+            self._engine = (str(model), get_engine(s.kind, str(model), **s.options()))
+        return self._engine[1]
+
+    def release_engine(self) -> None:
+        """Close the current engine (its server, Ray actors or GPU memory) and drop it."""
+        engine, self._engine = self._engine[1], (None, None)
+        if engine is not None:
+            close_engine(engine)
+        del engine
+        gc.collect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release_engine()

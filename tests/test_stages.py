@@ -1,0 +1,264 @@
+"""The one stage runner: config snapshot and its check on resume, manifest, atomic outputs, engine lifecycle; and
+every pipeline (`run`, `search`, `cpl`, `codeplan`) going through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forethought.config import StrictModel, load_config
+from forethought.engines.base import Completion, Sample
+from forethought.engines.settings import EngineSettings
+from forethought.errors import UserError
+from forethought.runs import stages as stages_module
+from forethought.runs.stages import StageRunner, changed_keys
+
+
+class Inner(StrictModel):
+    c_puct: float = 1.5
+    names: list[str] = ["a"]
+
+
+class Toy(StrictModel):
+    search: Inner = Inner()
+    rounds: int = 1
+    output: str
+
+
+class FakeEngine:
+    """Records which models were opened and closed, in order."""
+
+    def __init__(self, log: list, model: str):
+        self.log, self.model = log, model
+        log.append(("open", model))
+
+    def close(self):
+        self.log.append(("close", self.model))
+
+
+@pytest.fixture
+def engine_log(monkeypatch):
+    log: list = []
+    monkeypatch.setattr(stages_module, "get_engine", lambda kind, model, **o: FakeEngine(log, model))
+    return log
+
+
+def test_changed_keys_are_dotted_and_growable_counts_may_only_grow():
+    old = {"search": {"c_puct": 1.5, "iterations": 8}, "rounds": 1, "output": "a"}
+    assert changed_keys(old, {**old, "search": {"c_puct": 2.0, "iterations": 8}}) == ["search.c_puct"]
+    assert changed_keys(old, {**old, "output": "b"}) == []  # where the run lives is not part of what it did
+    assert changed_keys(old, {**old, "rounds": 2}, growable=("rounds",)) == []
+    assert changed_keys(old, {**old, "rounds": 0}, growable=("rounds",)) == ["rounds"]
+    assert changed_keys(old, {**old, "rounds": 2}) == ["rounds"]
+    assert changed_keys(old, {**old, "extra": {"x": 1}}) == ["extra.x"]
+
+
+def test_config_snapshot_refuses_a_changed_recipe_and_allows_growth(tmp_path):
+    root = tmp_path / "run"
+    StageRunner(root, Toy(output=str(root)), growable=("rounds",))
+    snapshot = (root / "config.yaml").read_text()
+    assert yaml.safe_load(snapshot)["search"]["c_puct"] == 1.5
+    with pytest.raises(UserError, match=r"differs in: search\.c_puct"):
+        StageRunner(root, Toy(search=Inner(c_puct=2.0), output=str(root)), growable=("rounds",))
+    with pytest.raises(UserError, match=r"differs in: search\.names"):
+        StageRunner(root, Toy(search=Inner(names=["a", "b"]), output=str(root)), growable=("rounds",))
+    assert (root / "config.yaml").read_text() == snapshot  # a refused resume changes nothing
+    StageRunner(root, Toy(rounds=2, output=str(root)), growable=("rounds",))  # more rounds: allowed
+    assert yaml.safe_load((root / "config.yaml").read_text())["rounds"] == 2
+    with pytest.raises(UserError, match="differs in: rounds"):  # and then fewer is a change
+        StageRunner(root, Toy(rounds=1, output=str(root)), growable=("rounds",))
+
+
+def test_a_folder_that_is_not_a_run_directory_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds no config.yaml"):
+        StageRunner(tmp_path, Toy(output=str(tmp_path)))
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "config.yaml").exists()
+
+
+def test_stages_run_once_record_seconds_and_statuses(tmp_path):
+    runner = StageRunner(tmp_path / "run", Toy(output="x"))
+    calls = []
+    assert runner.stage("a", lambda: calls.append("a"))
+    assert runner.stage("b", lambda: "skipped")
+    assert not runner.stage("a", lambda: calls.append("again"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"] == {"a": "done", "b": "skipped"} and set(manifest["seconds"]) == {"a", "b"}
+    assert calls == ["a"]
+    again = StageRunner(tmp_path / "run", Toy(output="x"))  # a resumed run reads the manifest back
+    assert again.done("a") and again.done("b") and not again.done("c")
+
+
+def test_a_failed_stage_is_not_marked_and_runs_again(tmp_path):
+    runner = StageRunner(tmp_path / "run", Toy(output="x"))
+
+    def boom():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        runner.stage("a", boom)
+    assert not runner.done("a") and "a" in runner.seconds
+    assert runner.stage("a", lambda: None) and runner.done("a")
+
+
+def test_an_output_renamed_into_place_marks_its_stage_and_partials_are_removed(tmp_path):
+    runner = StageRunner(tmp_path / "run", Toy(output="x"))
+    out = tmp_path / "run" / "r1" / "sft" / "checkpoint"
+    stale = out.parent / ".checkpoint.partial-abc"
+    stale.mkdir(parents=True)
+    ran = []
+    runner.stage("r1/sft", lambda: (ran.append(1), out.mkdir())[0], output=out)
+    assert ran == [1] and not stale.exists()
+    runner.mark("r1/sft", "pending")  # as if killed after the rename, before the manifest was written
+    assert not runner.stage("r1/sft", lambda: ran.append(2), output=out)
+    assert ran == [1] and runner.done("r1/sft")
+
+
+def test_the_engine_is_reused_per_model_and_closed_before_training(tmp_path, engine_log):
+    runner = StageRunner(tmp_path / "run", Toy(output="x"), engine_settings=EngineSettings())
+    with runner:
+        runner.stage("sample", lambda: runner.engine("base"))
+        runner.stage("eval", lambda: runner.engine("base"))
+        runner.stage("train", lambda: engine_log.append(("train",)), trains=True)
+        runner.stage("eval2", lambda: runner.engine("trained"))
+    assert engine_log == [("open", "base"), ("close", "base"), ("train",), ("open", "trained"),
+                          ("close", "trained")]
+
+
+# ---------------------------------------------------------------- the pipelines use it
+
+
+def _cpl_recipe(tmp_path: Path, model: Path, **extra) -> Path:
+    recipe = {
+        "model": str(model), "task": {"name": "synthetic/arithmetic", "options": {"difficulty": 1},
+                                      "train_limit": 2, "eval_limit": 2},
+        "engine": {"batch_size": 8},
+        "search": {"iterations": 1, "root_children": 2, "children": 2, "max_new_tokens": 8},
+        "rounds": 1, "output": str(tmp_path / "run"), **extra,
+    }
+    path = tmp_path / "cpl.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "forethought.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_search_and_cpl_resumed_with_a_changed_setting_exit_2_naming_it(tmp_path, tiny_model_dir):
+    recipe = _cpl_recipe(tmp_path, tiny_model_dir)
+    first = _cli("search", str(recipe), "--quiet")
+    assert first.returncode == 0, first.stderr[-2000:]
+    trees = (tmp_path / "run" / "r1" / "trees.jsonl").read_text()
+    for command in ("search", "cpl"):
+        changed = _cli(command, str(recipe), "search.c_puct=2.0", "--quiet")
+        assert changed.returncode == 2, changed.stderr[-2000:]
+        assert "search.c_puct" in changed.stderr and "Traceback" not in changed.stderr + changed.stdout
+        assert len(changed.stderr.strip().splitlines()) == 1
+    again = _cli("search", str(recipe), "--quiet")  # unchanged: resumes (here: nothing left to do)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "run" / "r1" / "trees.jsonl").read_text() == trees
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"] == {"r1/search": "done"} and manifest["seconds"]["r1/search"] > 0
+
+
+def test_codeplan_resumed_with_a_changed_setting_exits_2_naming_it(tmp_path):
+    root = tmp_path / "run"
+    recipe = tmp_path / "codeplan.yaml"
+    recipe.write_text("annotate: {input: corpus.jsonl}\neval: {task: synthetic/arithmetic}\n"
+                      f"output: {root}\n")
+    from forethought.codeplan import CodePlanConfig
+
+    StageRunner(root, load_config(CodePlanConfig, recipe))  # the snapshot a first run leaves
+    changed = _cli("codeplan", str(recipe), "learner.learning_rate=0.5", "--quiet")
+    assert changed.returncode == 2 and "learner.learning_rate" in changed.stderr, changed.stderr[-2000:]
+    assert "Traceback" not in changed.stderr + changed.stdout
+
+
+def test_settings_that_mean_nothing_outside_the_run_loop_are_refused(tmp_path):
+    from forethought.codeplan import CodePlanConfig
+    from forethought.cpl import CplConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: {name: synthetic/arithmetic}\noutput: x\n")
+    for key in ("sft.restart_from_base=true", "sft.star_base_steps=40", "search.seed=3"):
+        with pytest.raises(UserError, match=f"unknown key '{key.split('=')[0]}'"):
+            load_config(CplConfig, recipe, [key])
+    recipe.write_text("annotate: {input: c.jsonl}\neval: {task: synthetic/arithmetic}\noutput: x\n")
+    with pytest.raises(UserError, match="unknown key 'learner.star_step_growth'"):
+        load_config(CodePlanConfig, recipe, ["learner.star_step_growth=2"])
+
+
+class SeedRecorder:
+    """A scripted engine that answers every request with a wrong solution and records the requests' seeds."""
+
+    name = "seeds"
+
+    def __init__(self):
+        self.seeds = []
+
+    def generate(self, requests, *, progress=True):
+        self.seeds += [r.seed for r in requests]
+        return [Completion([Sample("<solution>The answer is -1.</solution>", 5, "stop", logprob_mean=-1.0)] * r.n, 9)
+                for r in requests]
+
+
+def test_the_recipe_seed_reaches_the_search(tmp_path, monkeypatch):
+    from forethought.cpl import CplConfig, CplRun
+
+    seeds = {}
+    for seed in (0, 1):
+        engine = SeedRecorder()
+        monkeypatch.setattr(stages_module, "get_engine", lambda kind, model, **o: engine)
+        (tmp_path / str(seed)).mkdir()
+        cfg = load_config(CplConfig, _cpl_recipe(tmp_path / str(seed), Path("unused"), seed=seed))
+        run = CplRun(cfg, progress=False)
+        with run.stages:
+            run.search(1, cfg.model, None)
+        seeds[seed] = engine.seeds
+    assert seeds[0] and len(seeds[0]) == len(seeds[1]) and set(seeds[0]).isdisjoint(seeds[1])
+
+
+def test_training_closes_the_sampling_engine_first_in_a_run(tmp_path, monkeypatch):
+    """The run loop's train stage goes through the runner: the engine that sampled is closed before training."""
+    from forethought.runs import loop
+
+    log: list = []
+
+    class Scripted(FakeEngine):
+        name = "scripted"
+
+        def generate(self, requests, *, progress=True):
+            return [Completion([Sample("The answer is 1.", 4, "stop")] * r.n, 3) for r in requests]
+
+    monkeypatch.setattr(stages_module, "get_engine", lambda kind, model, **o: Scripted(log, model))
+
+    def fake_train(kind, model, rows, output_dir, cfg, **kw):
+        log.append(("train", kind, str(model)))
+        Path(output_dir).mkdir(parents=True)
+        from forethought.learners.sft import TrainStats
+
+        return TrainStats(steps=1, train_loss=0.0, trained_tokens=1, seconds=0.0, tokens_per_second=0.0)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    data = tmp_path / "ones.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "answer": "1"}) + "\n" for i in range(3)))
+    (tmp_path / "ones.yaml").write_text("name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
+                                        "question_field: question\ngold_field: answer\nanswer_type: number\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"method": "rest", "model": "base", "task": {"name": str(tmp_path / "ones.yaml")},
+                                      "iterations": 1, "output": str(tmp_path / "run")}))
+    from forethought.runs import run_recipe
+
+    run_recipe(recipe, progress=False)
+    assert log.index(("close", "base")) < log.index(("train", "sft", "base"))
+    assert log[-2:] == [("open", str(tmp_path / "run" / "iter_001" / "checkpoint")),
+                        ("close", str(tmp_path / "run" / "iter_001" / "checkpoint"))]
