@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -51,16 +52,50 @@ class Annotator:
                 for i, _ in enumerate(requests)]
 
 
+# How many of the 3 evaluation questions each evaluated model gets right, by (model, plan format): the first k.
+RIGHT = {("code", "code"): 2, ("none", "none"): 1, ("base", "code"): 3, ("base", "none"): 0}
+
+
+class Scripted:
+    """Runs the real engine on every request (so each checkpoint is loaded and generates), then replaces each reply
+    with a scripted one in the request's format: right for the first RIGHT[model, format] questions, wrong after."""
+
+    def __init__(self, engine, model: str, examples):
+        self.engine, self.name, self.model = engine, engine.name, model
+        self.golds = {ex.question: (i, ex.gold) for i, ex in enumerate(examples)}
+
+    def generate(self, requests, *, progress=True):
+        done = self.engine.generate(requests, progress=progress)
+        for request, completion in zip(requests, done):
+            fmt = "code" if request.messages[-1] == {"role": "assistant", "content": code.OPEN} else "none"
+            user = " ".join(m["content"] for m in request.messages if m["role"] == "user")
+            (i, gold), = [v for q, v in self.golds.items() if q in user]
+            answer = gold if i < RIGHT[self.model, fmt] else str(int(gold) + 1)
+            plan = "x = count()\nreturn x\n```\n" if fmt == "code" else ""  # the reply continues the ```python
+            text = f"{plan}So it is {answer}. The answer is {answer}."
+            completion.samples = [Sample(text, s.tokens, "stop") for s in completion.samples]
+        return done
+
+
 def test_codeplan_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir, monkeypatch):
     import forethought.engines as engines
+    from forethought.tasks import get_task
 
     real, built = engines.get_engine, []
+    examples = get_task("synthetic/arithmetic", seed=3, train_size=6, test_size=3).load()
+    golds = [int(e.gold) for e in examples]
+    assert len(set(golds) | {g + 1 for g in golds}) == 6  # no scripted answer is right for another question
 
     def get_engine(kind, model, **options):
         built.append(model)
-        return Annotator() if model == "annotator" else real(kind, model, **options)
+        if model == "annotator":
+            return Annotator()
+        name = "base" if model == str(tiny_model_dir) else Path(model).parent.name
+        return Scripted(real(kind, model, **options), name, examples)
 
     monkeypatch.setattr(engines, "get_engine", get_engine)
+    if importlib.util.find_spec("forethought.runs.stages"):  # the stage runner opens the engines
+        monkeypatch.setattr("forethought.runs.stages.get_engine", get_engine)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"model: {tiny_model_dir}\nannotator: annotator\n"
@@ -68,7 +103,7 @@ def test_codeplan_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir, monkeypa
         "annotate: {max_new_tokens: 128, chunk_size: 4}\n"
         "engine: {batch_size: 8, device: cpu}\n"
         "learner: {max_steps: 2, batch_size: 2, max_length: 256, lora: {r: 4, alpha: 8}}\n"
-        "eval: {task: synthetic/arithmetic, options: {train_size: 6, test_size: 3}, max_new_tokens: 4, "
+        "eval: {task: synthetic/arithmetic, options: {seed: 3, train_size: 6, test_size: 3}, max_new_tokens: 4, "
         "plan_max_new_tokens: 4}\n"
         f"eval_base: true\noutput: {tmp_path / 'run'}\n"
     )
@@ -78,7 +113,17 @@ def test_codeplan_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir, monkeypa
     assert summary["annotation"]["filtered"] == {"truncated": 3}
     assert set(summary["models"]) == {"code", "none", "base_code", "base_none"}
     for name, m in summary["models"].items():
-        assert m["n"] == 3 and 0 <= m["accuracy"] <= 1 and m["plan_format"] == name.removeprefix("base_")
+        fmt = name.removeprefix("base_")
+        records = [json.loads(x) for x in (root / name / "eval" / "records.jsonl").read_text().splitlines()]
+        right = RIGHT["base" if name.startswith("base_") else name, fmt]
+        assert [r["correct"] for r in records] == [i < right for i in range(3)]
+        assert [r["gold"] for r in records] == [e.gold for e in examples]
+        assert m["accuracy"] == sum(r["correct"] for r in records) / len(records) == right / 3
+        assert m["n"] == 3 and m["plan_format"] == fmt and m["truncated"] == 0
+    # code right on questions 0 and 1, none on question 0: the paired differences are 0, 1, 0
+    assert summary["code_minus_none"]["delta"] == pytest.approx(1 / 3)
+    half = 1.959963984540054 * (1 / 3)  # sample sd of (0, 1, 0) is sqrt(1/3); over sqrt(3) questions: 1/3
+    assert summary["code_minus_none"]["ci95"] == pytest.approx([1 / 3 - half, 1 / 3 + half])
     assert summary["models"]["code"]["train"]["steps"] == 2 and summary["models"]["base_code"]["train"] is None
     assert "code_minus_none" in summary and set(summary["seconds"]) >= {"annotate", "train_code", "eval_none"}
     code_rows = [json.loads(x) for x in (root / "code" / "train.jsonl").read_text().splitlines()]
