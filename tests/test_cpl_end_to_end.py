@@ -32,10 +32,12 @@ def warm(tiny_model_dir, tmp_path_factory):
 def test_search_extract_and_one_step_apo_step(warm, tmp_path):
     task = get_task("synthetic/arithmetic", difficulty=1)  # only its number verifier is used
     examples = [Example(f"q{i}", q, "1" if i % 4 else "2") for i, q in enumerate(QUESTIONS)]  # some golds unreachable
-    engine = HFEngine(str(warm), device="cpu", batch_size=32)
+    engine = Counting(HFEngine(str(warm), device="cpu", batch_size=32))
     cfg = SearchConfig(iterations=6, root_children=3, children=3, max_new_tokens=64, temperature=1.0)
     trees, stats = run_search(engine, task, examples, cfg, out=tmp_path / "trees.jsonl")
-    assert stats.engine_calls <= cfg.iterations and stats.tokens > 0
+    assert stats.engine_calls == engine.calls <= cfg.iterations
+    assert stats.tokens == engine.tokens == sum(t.tokens for t in trees)  # every sample's tokens, counted once
+    assert sum(n.tokens for t in trees for n in t.nodes) <= stats.tokens
     kinds = {n.kind for t in trees for n in t.nodes}
     assert {"step", "solution"} <= kinds
     assert 0 < stats.solved < len(examples)  # gold 2 is never reached
@@ -47,15 +49,48 @@ def test_search_extract_and_one_step_apo_step(warm, tmp_path):
     stats = train_step_apo(str(warm), pairs, tmp_path / "apo", StepAPOConfig(max_steps=1, batch_size=4, lora=None),
                            seed=0, progress=False)
     assert stats.steps == 1 and (tmp_path / "apo" / "config.json").exists()
-    reply = HFEngine(str(tmp_path / "apo"), device="cpu").generate(
-        [steps_request(QUESTIONS[1])], progress=False)[0].samples[0]
-    assert reply.tokens > 0
+    apo = HFEngine(str(tmp_path / "apo"), device="cpu")
+    reply = apo.generate([steps_request(QUESTIONS[1])], progress=False)[0].samples[0]
+    # the same greedy continuation from transformers' own generate on the trained checkpoint
+    ids, text, finish = reference_reply(tmp_path / "apo", steps_request(QUESTIONS[1]), apo.eos_ids)
+    assert (reply.text, reply.tokens, reply.finish_reason) == (text, len(ids), finish)
 
 
 def steps_request(question):
     from forethought.engines import Request
 
     return Request(messages=steps.messages(question, "number"), max_new_tokens=16)
+
+
+def reference_reply(path, request, eos_ids):
+    """(generated ids, text, finish reason) of a greedy `generate` on `path` with the chat template applied."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    prompt = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    input_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                             max_new_tokens=request.max_new_tokens, eos_token_id=sorted(eos_ids),
+                             pad_token_id=tokenizer.pad_token_id)
+    ids = out[0, input_ids.shape[1]:].tolist()
+    finish = "eos" if ids[-1] in eos_ids else "length"
+    return ids, tokenizer.decode(ids, skip_special_tokens=True), finish
+
+
+class Counting:
+    """An engine wrapper that counts calls and the tokens of every sample it hands back."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.calls, self.tokens = engine, engine.name, 0, 0
+
+    def generate(self, requests, *, progress=True):
+        done = self.engine.generate(requests, progress=progress)
+        self.calls += 1
+        self.tokens += sum(s.tokens for c in done for s in c.samples)
+        return done
 
 
 def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
@@ -84,7 +119,9 @@ def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
     r2 = [Tree.from_json(json.loads(line)) for line in (tmp_path / "run" / "r2" / "trees.jsonl").read_text().splitlines()]
     assert any(n.value is not None for t in r2 for n in t.nodes if n.kind == "step")  # valued by the value model
     assert {"r1_apo_minus_sft", "r1_dpo_minus_sft", "r1_apo_minus_dpo", "r2_apo_minus_base"} <= set(summary["deltas"])
-    assert summary["search"]["r1"]["tokens"] > 0
+    r1 = [Tree.from_json(json.loads(x)) for x in (tmp_path / "run" / "r1" / "trees.jsonl").read_text().splitlines()]
+    assert summary["search"]["r1"]["tokens"] == sum(t.tokens for t in r1)  # the round's trees, resumed ones too
+    assert sum(t.tokens for t in r1) >= sum(n.tokens for t in r1 for n in t.nodes) > 0
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     again = run_cpl(tmp_path / "cpl.yaml", [], progress=False)  # everything done: nothing runs again
     assert again["models"] == summary["models"]
