@@ -112,7 +112,8 @@ def test_mmlu_csv_splits_and_subjects(data_dir):
         assert ex.question.startswith(row[0].strip()) and ex.choices == tuple(c.strip() for c in row[1:5])
         assert ex.gold == row[5]
     dev = get_task("mmlu").load(data_dir / "mmlu", split="dev")
-    n_dev = sum(1 for p in (data_dir / "mmlu/dev").glob("*.csv") for _ in csv.reader(p.open(newline="", encoding="utf-8")))
+    n_dev = sum(1 for p in (data_dir / "mmlu/dev").glob("*.csv")
+                for _ in csv.reader(p.open(newline="", encoding="utf-8")))
     subjects = {p.name.removesuffix("_dev.csv") for p in (data_dir / "mmlu/dev").glob("*.csv")}
     assert len(subjects) == (3 if data_dir == FIXTURES else 57)
     assert len(dev) == n_dev == 5 * len(subjects) and {e.meta["subject"] for e in dev} == subjects and ids_unique(dev)
