@@ -166,6 +166,24 @@ def test_star_hint_in_prompt_never_in_training_text(tmp_path):
         assert f"({ex.gold})" not in json.dumps(row["messages"]) and "hint" not in json.dumps(row["messages"])
 
 
+def test_star_hints_only_after_an_unhinted_failure(tmp_path):
+    """A correct first try cut off by the token limit is rejected but is no failure: STaR tries again without the
+    hint, and rationalizes only after that unhinted try is wrong."""
+    examples = _examples(2)
+
+    def answer(stage, i, attempt, req):
+        gold = examples[i].gold
+        return [f"CUT: so the answer is {gold}.", "The answer is -1.", f"So it is {gold}. The answer is {gold}."][attempt]
+
+    engine, stats, records = _run(tmp_path, examples, answer, kind="star")
+    for ex in examples:
+        group = _by_question(records)[ex.id]
+        assert [r["rejected_reason"] for r in group] == ["truncated", "wrong", None]
+        assert [r["hint_used"] for r in group] == [False, False, True]
+    hinted = [r for r in engine.requests("solve") if any(f"({ex.gold})" in r.messages[0]["content"] for ex in examples)]
+    assert len(hinted) == 2
+
+
 class ChoiceTask(Task):
     name, answer_type = "test/choice", "choice"
 

@@ -1,7 +1,8 @@
 """The E-step: questions advance trial by trial through reflect -> plan -> solve, batched across questions.
 
 The four samplers differ in three choices only:
-- which trials see the gold hint (`_hinted`): pps every trial, star every trial after the first (rationalization);
+- which trials see the gold hint (`_hinted`): pps every trial, star every trial after an unhinted one failed
+  (rationalization; a correct answer rejected as truncated is no failure, so the next try is unhinted again);
 - whether a trial starts by reflecting on the last failure with the gold answer in view: lepa, and only when the
   latest solution was wrong (arXiv 2505.00031). After a correct solution rejected for another reason (truncated,
   hint mention...) the next trial plans afresh without the gold; a trial rejected before solving (a leaking or
@@ -52,8 +53,12 @@ class SamplingStats:
         return self.accepted / self.trials if self.trials else 0.0
 
 
-def _hinted(kind: str, trial: int) -> bool:
-    return kind == "pps" or (kind == "star" and trial > 0)
+def _hinted(kind: str, q: _Question) -> bool:
+    """PPS always shows the gold; STaR only once an unhinted try has failed (a correct answer rejected for another
+    reason, e.g. truncated, is no failure: the next try is unhinted again)."""
+    if kind == "pps":
+        return True
+    return kind == "star" and any(not r["hint_used"] and not r["correct"] for r in q.done.values())
 
 
 def _block(cfg: SamplerConfig) -> int:
@@ -157,7 +162,7 @@ class _Run:
     def round(self, active: list[_Question]) -> None:
         """Advance every active question by its pending trials: reflect (LEPA), plan (natural), solve."""
         at, cfg = self.task.answer_type, self.cfg
-        items = [_Trial(q, t, _hinted(cfg.kind, t)) for q in active for t in q.pending(cfg)]
+        items = [_Trial(q, t, _hinted(cfg.kind, q)) for q in active for t in q.pending(cfg)]
 
         # LEPA reflects on the last solution if it was wrong; a trial with none to reflect on (the first, one after a
         # correct but rejected solution, or one after only malformed code plans) starts afresh
