@@ -52,3 +52,17 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(Recipe, p, ["iterations"])
     with pytest.raises(UserError, match="file not found"):
         load_config(Recipe, tmp_path / "nope.yaml")
+
+
+def test_a_section_check_that_names_its_keys_is_not_prefixed_again(tmp_path):
+    from forethought.runs.config import RunConfig
+
+    path = tmp_path / "r.yaml"
+    path.write_text("method: star\ntask: {name: synthetic/arithmetic}\nsampler: {kind: star, max_accepted: 2}\n"
+                    "output: x\n")
+    with pytest.raises(UserError) as err:
+        load_config(RunConfig, path)
+    assert str(err.value).startswith(f"{path}: sampler.max_accepted must be 1 with sampler.kind=star")
+    path.write_text("method: x\ntask: {name: synthetic/arithmetic}\nsampler: {plan_format: steps}\noutput: x\n")
+    with pytest.raises(UserError, match=r": 'sampler.plan_format': plan format 'steps' is not implemented"):
+        load_config(RunConfig, path)

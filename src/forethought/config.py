@@ -53,7 +53,8 @@ def describe_errors(err: ValidationError, model: type[BaseModel], source: str) -
             problems.append(f"'{where}' is {e['input']!r}; valid values: {expected}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"'{where}': {msg}" if where else msg)
+            named = not where or msg.startswith(f"{where}.")  # a section's own check already names its keys
+            problems.append(msg if named else f"'{where}': {msg}")
     return f"{source}: " + "; ".join(problems)
 
 
