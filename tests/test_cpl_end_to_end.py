@@ -122,7 +122,10 @@ def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
     r1 = [Tree.from_json(json.loads(x)) for x in (tmp_path / "run" / "r1" / "trees.jsonl").read_text().splitlines()]
     assert summary["search"]["r1"]["tokens"] == sum(t.tokens for t in r1)  # the round's trees, resumed ones too
     assert sum(t.tokens for t in r1) >= sum(n.tokens for t in r1 for n in t.nodes) > 0
-    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"eval/base", *(f"r{k}/{s}" for k in (1, 2) for s in ("search", "sft", "apo", "dpo")),
+                                       "r1/value", *(f"eval/r{k}_{m}" for k in (1, 2) for m in ("sft", "apo", "dpo"))}
+    assert set(summary["seconds"]) == set(manifest["stages"])
     again = run_cpl(tmp_path / "cpl.yaml", [], progress=False)  # everything done: nothing runs again
     assert again["models"] == summary["models"]
-    assert json.loads((tmp_path / "run" / "stages.json").read_text()) == stages
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text()) == manifest
