@@ -34,17 +34,20 @@ quickstart: install
 test: install-test
 	$(PY) -m pytest -q
 
+# The benchmarks read GSM8K test questions from $(DATA)/gsm8k/test.jsonl: make bench DATA=path/to/data
+DATA ?= $(FORETHOUGHT_DATA)
+
 bench: install
-	$(PY) bench/bench_engine.py
+	FORETHOUGHT_DATA=$(DATA) $(PY) bench/bench_engine.py
 
 bench-sampling: install
-	$(PY) bench/bench_sampling.py
+	FORETHOUGHT_DATA=$(DATA) $(PY) bench/bench_sampling.py
 
 bench-search: install
 	$(PY) bench/bench_search.py
 
 bench-replicas: install-test
-	$(PY) bench/bench_replicas.py
+	FORETHOUGHT_DATA=$(DATA) $(PY) bench/bench_replicas.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

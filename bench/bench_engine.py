@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ import torch
 from forethought.engines import Request
 from forethought.engines.hf import HFEngine
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+# GSM8K test questions: --data, or gsm8k/test.jsonl under $FORETHOUGHT_DATA (the benchmark data folder)
+DATA = Path(os.environ["FORETHOUGHT_DATA"]) / "gsm8k" / "test.jsonl" if os.environ.get("FORETHOUGHT_DATA") else None
 
 
 def questions(path: Path, count: int) -> list[str]:
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--no-batched-generate", dest="batched_generate", action="store_false",
                         help="skip the batched model.generate reference row")
     args = parser.parse_args()
+    if args.data is None:
+        parser.error("pass --data GSM8K_TEST.jsonl, or set FORETHOUGHT_DATA to a folder that holds gsm8k/test.jsonl")
 
     engine = HFEngine(args.model)
     engine.eos_ids = set()  # benchmark only: ignore eos so all rows generate exactly max_new_tokens

@@ -19,7 +19,8 @@ import ray
 from forethought.engines import Request
 from forethought.engines.replicas import RayReplicaEngine
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+# GSM8K test questions: --data, or gsm8k/test.jsonl under $FORETHOUGHT_DATA (the benchmark data folder)
+DATA = Path(os.environ["FORETHOUGHT_DATA"]) / "gsm8k" / "test.jsonl" if os.environ.get("FORETHOUGHT_DATA") else None
 
 
 def questions(path: Path, count: int) -> list[str]:
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--chunk-size", type=int, default=8, help="requests per replica call")
     args = parser.parse_args()
+    if args.data is None:
+        parser.error("pass --data GSM8K_TEST.jsonl, or set FORETHOUGHT_DATA to a folder that holds gsm8k/test.jsonl")
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     requests = [Request(messages=[{"role": "user", "content": q}], n=args.n, temperature=0.8,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ from forethought.engines import Request
 from forethought.engines.hf import HFEngine
 from forethought.tasks import get_task
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+# GSM8K test questions: --data, or gsm8k/test.jsonl under $FORETHOUGHT_DATA (the benchmark data folder)
+DATA = Path(os.environ["FORETHOUGHT_DATA"]) / "gsm8k" / "test.jsonl" if os.environ.get("FORETHOUGHT_DATA") else None
 # engine attributes with the values that turn each fast path off (continuous is off by default)
 FAST_PATHS_OFF = {"preallocate": False, "share_prefix": False, "continuous": False, "prefill_tokens": None}
 
@@ -204,6 +206,8 @@ def main() -> None:
                         help="timed runs per measurement, best kept (default 1 on CPU, 2 on CUDA: first passes over "
                              "new shapes pay one-off kernel set-up there)")
     args = parser.parse_args()
+    if args.data is None:
+        parser.error("pass --data GSM8K_TEST.jsonl, or set FORETHOUGHT_DATA to a folder that holds gsm8k/test.jsonl")
     global REPEATS
     REPEATS = args.repeats or (1 if args.device == "cpu" else 2)
 
