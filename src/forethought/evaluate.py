@@ -13,7 +13,7 @@ from forethought.engines.base import Engine, Request
 from forethought.jsonl import write_json, write_jsonl
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
-from forethought.report.metrics import accuracy_ci, correct_by_question
+from forethought.report.metrics import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
 from forethought.tasks.base import Example, Task
 
 @dataclass
@@ -150,4 +150,31 @@ def evaluate(
         "fewshot": bool(shots), "seed": seed,
         "engine": getattr(engine, "name", type(engine).__name__), "prompts_version": PROMPTS_VERSION,
     }
+    if n > 1:
+        summary["sampled"] = _sampled(task, records, per_question)
     return EvalResult(records=records, summary=summary)
+
+
+def _sampled(task: Task, records: list[dict], per_question: dict[str, list[bool]]) -> dict:
+    """pass@k, maj@K and mean@K with intervals over questions (report.metrics.sampled_metrics). The majority answer
+    groups a question's extracted answers by the task's own equivalence (math-verify for math: "0.5" and "\\frac12"
+    vote together); unparseable answers do not vote; a tie goes to the group answered first; the majority is right
+    when its group's first answer was verified right."""
+    from forethought.verify import equivalent_many
+
+    by_q: dict[str, list[dict]] = {}
+    for r in records:
+        by_q.setdefault(r["id"], []).append(r)
+    groups = group_answers({q: [r["extracted"] for r in rs] for q, rs in by_q.items()},
+                           lambda pairs: equivalent_many(task.answer_type, pairs))
+    majority = {q: majority_index(g) for q, g in groups.items()}
+    out = sampled_metrics(per_question, {q: i is not None and bool(by_q[q][i]["correct"]) for q, i in majority.items()})
+    out["majority_ties"] = sum(_tied(g) for g in groups.values())
+    out["majority_no_answer"] = sum(i is None for i in majority.values())
+    return out
+
+
+def _tied(groups: list[int | None]) -> bool:
+    """Whether two or more answer groups share the most votes."""
+    votes = [groups.count(g) for g in set(groups) - {None}]
+    return votes.count(max(votes, default=0)) > 1

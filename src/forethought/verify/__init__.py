@@ -17,7 +17,7 @@ from forethought.verify.text import clean_exact, exact_equal, extract_exact, ext
 
 ANSWER_TYPES: tuple[str, ...] = ("number", "math", "choice", "yesno", "exact")
 
-__all__ = ["ANSWER_TYPES", "Verdict", "equivalent", "extract", "normalize_gold", "verify", "verify_batch"]
+__all__ = ["ANSWER_TYPES", "Verdict", "equivalent", "equivalent_many", "extract", "normalize_gold", "verify", "verify_batch"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,14 @@ def equivalent(answer_type: str, extracted: str | None, gold: str, *, timeout: f
     if answer_type == "math":
         return equivalent_math_many([(extracted, gold)], timeout)[0]
     return extracted is not None and _cheap_equal(answer_type, extracted, gold)
+
+
+def equivalent_many(answer_type: str, pairs: Sequence[tuple[str, str]], *, timeout: float = 5.0) -> list[bool]:
+    """`equivalent` for many (answer, reference) pairs, e.g. two extracted answers (math: one worker-pool call)."""
+    _check_type(answer_type)
+    if answer_type == "math":
+        return equivalent_math_many(list(pairs), timeout)
+    return [a is not None and _cheap_equal(answer_type, a, b) for a, b in pairs]
 
 
 def verify(
