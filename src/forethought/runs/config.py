@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Union
+
+from pydantic import Discriminator, Field, Tag
 
 from forethought.config import StrictModel
 from forethought.engines.settings import EngineSettings
+from forethought.learners.grpo import GRPOConfig
 from forethought.learners.sft import SFTConfig
 from forethought.samplers.config import SamplerConfig
 
@@ -25,6 +28,16 @@ class RunLearner(SFTConfig):
         if self.star_base_steps is None:
             return self.max_steps
         return max(1, round(self.star_base_steps * self.star_step_growth ** (iteration - 1)))
+
+
+def _learner_kind(value) -> str:
+    """The `learner.kind` a recipe names (sft when left out)."""
+    return value.get("kind", "sft") if isinstance(value, dict) else getattr(value, "kind", "sft")
+
+
+# `learner.kind: sft` (the default) is the EM loop's M-step; `learner.kind: grpo` is online RL (no sampling stage)
+Learner = Annotated[Union[Annotated[RunLearner, Tag("sft")], Annotated[GRPOConfig, Tag("grpo")]],
+                    Discriminator(_learner_kind)]
 
 
 class TaskSettings(StrictModel):
@@ -58,7 +71,7 @@ class RunConfig(StrictModel):
     task: TaskSettings
     engine: EngineSettings = EngineSettings()
     sampler: SamplerConfig = SamplerConfig()
-    learner: RunLearner = RunLearner()
+    learner: Learner = RunLearner()
     eval: EvalSettings = EvalSettings()
     iterations: int = Field(2, ge=0)  # a finished run resumed with more iterations carries on
     seed: int = 0

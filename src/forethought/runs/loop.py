@@ -13,6 +13,7 @@ from forethought.errors import UserError
 from forethought.evaluate import evaluate
 from forethought.jsonl import write_json, write_jsonl
 from forethought.learners import train
+from forethought.learners.grpo import GRPOConfig, train_grpo_iteration
 from forethought.learners.sft import SFTConfig
 from forethought.report.metrics import correct_by_question, paired_delta_ci
 from forethought.runs.config import RunConfig
@@ -44,6 +45,23 @@ def sampling_metrics(records: list[dict]) -> dict:
     }
 
 
+def rollout_metrics(path: Path) -> dict:
+    """GRPO's counterpart of `sampling_metrics`: rollouts, correct ones and generated tokens of one iteration."""
+    rows = read_records(path) if path.is_file() else []
+    questions = {r["question_id"] for r in rows}
+    solved = {r["question_id"] for r in rows if r["correct"]}
+    correct = sum(r["correct"] for r in rows)
+    return {
+        "questions": len(questions),
+        "trials": len(rows),
+        "accepted": correct,
+        "acceptance_rate": len(solved) / len(questions) if questions else 0.0,
+        "sample_acceptance": correct / len(rows) if rows else 0.0,
+        "tokens_generated": sum(r["tokens"] for r in rows),
+        "reward_mean": sum(r["reward"] for r in rows) / len(rows) if rows else None,
+    }
+
+
 class Runner:
     """Runs (or resumes) one recipe in its run directory, stage by stage (runs/stages.py)."""
 
@@ -52,6 +70,11 @@ class Runner:
             raise UserError(_FIXED_SERVER)
         self.cfg = cfg
         self.progress = progress
+        self.grpo = isinstance(cfg.learner, GRPOConfig)
+        if self.grpo and "sampler" in cfg.model_fields_set:
+            raise UserError("a GRPO run (learner.kind=grpo) has no sampling stage: remove the sampler section "
+                            "(the plan format is learner.plan_format)")
+        self.plan_format = cfg.learner.plan_format if self.grpo else cfg.sampler.plan_format
         self.task = get_task(cfg.task.name, **cfg.task.options)
         self.train_q = self.task.load(cfg.task.data, split=cfg.task.train_split, limit=cfg.task.train_limit)
         self.eval_q = self.task.load(cfg.task.data, split=cfg.task.eval_split, limit=cfg.task.eval_limit)
@@ -75,7 +98,10 @@ class Runner:
     def run(self) -> Path:
         with self.stages:
             for t in range(self.cfg.iterations + 1):
-                if t > 0:
+                if t > 0 and self.grpo:  # online RL: rollouts happen inside training, no sampling stage
+                    self.stages.stage(_key(t, "train"), lambda: self.train_grpo(t),
+                                      output=self.iter_dir(t) / "checkpoint", trains=True)
+                elif t > 0:
                     self.stages.stage(_key(t, "sample"), lambda: self.sample(t))
                     self.stages.stage(_key(t, "train"), lambda: self.train(t),
                                       output=self.iter_dir(t) / "checkpoint", trains=True)
@@ -103,17 +129,34 @@ class Runner:
         write_json(d / "train_stats.json", stats.model_dump())
         return None
 
+    def train_grpo(self, t: int) -> None:
+        """Iteration t's share of the run's one GRPO optimisation (learners/grpo.py), rollouts to rollouts.jsonl."""
+        d = self.iter_dir(t)
+        e = self.cfg.engine
+        stats = train_grpo_iteration(
+            self.cfg.model, self.task, self.train_q, self.cfg.learner, iteration=t, iterations=self.cfg.iterations,
+            trainer_dir=self.root / "grpo_trainer", output_dir=d / "checkpoint", rollouts_path=d / "rollouts.jsonl",
+            seed=self.cfg.seed, progress=self.progress,
+            engine_options={"batch_size": e.batch_size, "prefill_tokens": e.prefill_tokens, "shared_kv": e.shared_kv},
+        )
+        write_json(d / "train_stats.json", stats)
+
     def evaluate(self, t: int) -> None:
         e, model = self.cfg.eval, self.model_after(t)
         result = evaluate(
             self.stages.engine(model), self.task, self.eval_q, model_name=model,
-            plan_format=self.cfg.sampler.plan_format, n=e.n, temperature=e.temperature, top_p=e.top_p,
+            plan_format=self.plan_format, n=e.n, temperature=e.temperature, top_p=e.top_p,
             max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot,
             seed=self.cfg.seed, progress=self.progress,
         )
         result.write(self.iter_dir(t) / "eval")
 
-        sampled = sampling_metrics(read_records(self.iter_dir(t) / "samples.jsonl")) if t else {}
+        if not t:
+            sampled = {}
+        elif self.grpo:
+            sampled = rollout_metrics(self.iter_dir(t) / "rollouts.jsonl")
+        else:
+            sampled = sampling_metrics(read_records(self.iter_dir(t) / "samples.jsonl"))
         previous = json.loads((self.iter_dir(t - 1) / "metrics.json").read_text()) if t else {}
         s = result.summary
         seconds = self.stages.seconds
@@ -129,9 +172,11 @@ class Runner:
             "questions": sampled.get("questions", 0),
             "trials": sampled.get("trials", 0),
             "accepted": sampled.get("accepted", 0),
-            "train_examples": (self.iter_dir(t) / "train.jsonl").read_text().count("\n") if t else 0,
+            "train_examples": (self.iter_dir(t) / "train.jsonl").read_text().count("\n") if t and not self.grpo
+            else sampled.get("trials", 0),
             "trained": self.stages.status(_key(t, "train")) == "done" if t else False,
             # this evaluation's own time is added when its stage ends: count it from the result
+            **({"reward_mean": sampled.get("reward_mean")} if self.grpo else {}),
             "seconds": round(sum(v for k, v in seconds.items() if k.startswith(_key(t, ""))) + s["seconds"], 3),
         }
         if t:

@@ -1,0 +1,303 @@
+"""GRPO learner: rewards from the task's verifier and plan checks, config errors, a two-step CLI run on the tiny
+model (rollouts from the updated weights, tokens counted like sampling tokens), and SIGKILL-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forethought.config import load_config
+from forethought.errors import UserError
+from forethought.learners.rewards import RewardSettings, TaskReward, split_completion
+from forethought.runs.config import RunConfig
+from forethought.tasks import get_task
+from forethought.tasks.base import Example
+
+pytest.importorskip("trl")
+
+
+def _reward(answer_type="number", plan_format="none", **settings) -> TaskReward:
+    task = get_task({"number": "synthetic/arithmetic", "math": "math"}[answer_type])
+    return TaskReward(task, plan_format, RewardSettings(**settings), [])
+
+
+EX = Example(id="q1", question="Tom has 3 apples and buys 4 more. How many apples?", gold="7")
+
+
+def test_reward_correct_wrong_unparseable():
+    r = _reward()
+    parts = r.score(["3 + 4 = 7. The answer is 7.", "The answer is 8.", "I do not know."], [EX] * 3)
+    assert [p.reward for p in parts] == [1.0, 0.0, 0.0]
+    assert [p.extracted for p in parts] == ["7", "8", None]
+    assert parts[0].well_formed is None and not parts[0].leaked
+
+
+def test_reward_code_plan_format_and_leak():
+    r = _reward(plan_format="code", format=0.5, leak_penalty=1.0)
+    good = "total = apples + bought\n```\n3 + 4 = 7. The answer is 7."
+    unclosed = "total = apples + bought\n3 + 4 = 7. The answer is 7."  # the block never closes: no answer read
+    empty_plan = "```\nThe answer is 7."
+    leaking = "answer = 7\n```\nThe answer is 7."
+    parts = r.score([good, unclosed, empty_plan, leaking], [EX] * 4)
+    assert [p.correct for p in parts] == [True, False, True, True]
+    assert [p.well_formed for p in parts] == [True, False, False, True]
+    assert [p.leaked for p in parts] == [False, True, False, True]  # unclosed: the "plan" runs on to the answer
+    assert [p.reward for p in parts] == [1.5, -1.0, 1.0, 0.5]
+
+
+def test_reward_steps_plan_format_and_leak():
+    r = _reward(plan_format="steps", format=0.25, leak_penalty=0.5)
+    good = "\n<step>Plan 1: add the apples bought.</step>\n</plan>\n<solution>3 + 4 = 7. The answer is 7."
+    no_close = "\n<step>Plan 1: add.</step>\n<solution>The answer is 7."  # plan not closed before the answer
+    stray = "\n<step>Plan 1: add.</step> and more text\n</plan>\n<solution>The answer is 7."
+    no_solution = "\n<step>Plan 1: add.</step>\n</plan> The answer is 7."  # scored as in eval: the whole reply
+    leaking = "\n<step>Plan 1: the answer is 7.</step>\n</plan>\n<solution>The answer is 7."
+    parts = r.score([good, no_close, stray, no_solution, leaking], [EX] * 5)
+    assert [p.well_formed for p in parts] == [True, False, False, False, True]
+    assert [p.correct for p in parts] == [True] * 5
+    assert [p.leaked for p in parts] == [False, False, False, False, True]
+    assert [p.reward for p in parts] == [1.25, 1.0, 1.0, 1.0, 0.75]
+    assert split_completion(good, "steps")[1].strip().startswith("3 + 4")
+
+
+FAKE_WORKER = """
+import json, sys, time
+print("ready", flush=True)
+for line in sys.stdin:
+    gold, pred = json.loads(line)
+    if "sleep" in pred:
+        time.sleep(600)
+    print("1" if gold == pred else "0", flush=True)
+"""
+
+
+def test_reward_math_timeout_scores_zero_without_hanging(tmp_path, monkeypatch):
+    from forethought.verify import _mathpool
+
+    script = tmp_path / "worker.py"
+    script.write_text(FAKE_WORKER)
+    pool = _mathpool.MathPool(size=2, command=(sys.executable, str(script)))
+    monkeypatch.setattr(_mathpool, "_POOL", pool)
+    monkeypatch.setattr(_mathpool, "get_pool", lambda: pool)
+    from forethought.verify import mathexpr
+
+    monkeypatch.setattr(mathexpr, "get_pool", lambda: pool)
+    r = _reward("math", verify_timeout=0.5)
+    ex = Example(id="m", question="x?", gold="\\frac{1}{2}")
+    start = time.monotonic()
+    try:
+        parts = r.score(["So \\boxed{\\text{sleep}}", "So \\boxed{\\frac{1}{2}}", "So \\boxed{3}"], [ex] * 3)
+    finally:
+        pool.close()
+    assert time.monotonic() - start < 5
+    assert [p.reward for p in parts] == [0.0, 1.0, 0.0]
+
+
+def test_config_errors(tmp_path):
+    base = {"method": "grpo", "task": {"name": "synthetic/arithmetic"}, "output": str(tmp_path / "o")}
+
+    def load(learner, **extra):
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump({**base, "learner": {"kind": "grpo", **learner}, **extra}))
+        return load_config(RunConfig, path, [])
+
+    assert load({"loss_type": "dr_grpo", "beta": 0.04}).learner.loss_type == "dr_grpo"
+    with pytest.raises(UserError, match="unknown key 'learner.grpo.num_generaions'|num_generaions"):
+        load({"num_generaions": 4})
+    with pytest.raises(UserError, match="loss_type"):
+        load({"loss_type": "ppo"})
+    with pytest.raises(UserError, match="natural is not supported by the GRPO learner"):
+        load({"plan_format": "natural"})
+    with pytest.raises(UserError, match="processes must be 1"):
+        load({"distributed": {"processes": 2}})
+    with pytest.raises(UserError, match="rewards.format"):
+        load({"rewards": {"format": 0.5}})
+
+
+def test_sampler_section_in_a_grpo_run_is_refused(tmp_path):
+    from forethought.runs.loop import Runner
+
+    cfg = RunConfig.model_validate({"method": "grpo", "task": {"name": "synthetic/arithmetic"},
+                                    "sampler": {"kind": "rejection"}, "learner": {"kind": "grpo"},
+                                    "output": str(tmp_path / "o")})
+    with pytest.raises(UserError, match="no sampling stage"):
+        Runner(cfg, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def ones_task(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ones")
+    with open(d / "ones.jsonl", "w") as f:
+        for q in QUESTIONS:
+            f.write(json.dumps({"question": q, "answer": "1"}) + "\n")
+    (d / "ones.yaml").write_text("name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
+                                 "question_field: question\ngold_field: answer\nanswer_type: number\n")
+    return d / "ones.yaml"
+
+
+@pytest.fixture(scope="module")
+def warm_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny random model after a few SFT steps toward 'The answer is 1.' (so rewards are not all equal)."""
+    from forethought.learners.sft import SFTConfig, train_sft
+    from forethought.plans import question_messages
+
+    out = tmp_path_factory.mktemp("warm") / "model"
+    rows = [{"messages": question_messages(q, "number") + [{"role": "assistant", "content": "The answer is 1."}]}
+            for q in QUESTIONS]
+    train_sft(tiny_model_dir, rows, out, SFTConfig(lora=None, learning_rate=3e-3, max_steps=6, batch_size=8),
+              seed=0, progress=False)
+    return out
+
+
+def write_recipe(path: Path, model: Path, task: Path, output: Path, **learner) -> Path:
+    recipe = {
+        "method": "grpo", "model": str(model),
+        "task": {"name": str(task), "train_limit": 8, "eval_limit": 6},
+        "engine": {"batch_size": 16},
+        "learner": {"kind": "grpo", "num_generations": 4, "questions_per_step": 2, "steps_per_iteration": 1,
+                    "learning_rate": 1e-3, "lora": None, "max_completion_length": 12, "save_steps": 1, **learner},
+        "eval": {"max_new_tokens": 12},
+        "iterations": 2, "output": str(output),
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _logprob(model_dir: Path, prompt_ids: list[int], completion_ids: list[int]) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1:-1]
+    return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(completion_ids)[:, None]).sum())
+
+
+def test_two_step_grpo_run_through_the_cli(tmp_path, warm_model, ones_task):
+    from forethought.engines.base import Request
+    from forethought.engines.hf import HFEngine
+    from forethought.learners.grpo import rollout_messages
+    from forethought.report.compare import compare_runs
+
+    recipe = write_recipe(tmp_path / "r.yaml", warm_model, ones_task, tmp_path / "run")
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run([sys.executable, "-m", "forethought.cli", "run", str(recipe), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "run"
+    metrics = read_lines(root / "metrics.jsonl")
+    assert [m["iteration"] for m in metrics] == [0, 1, 2]
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"iter_000/eval", "iter_001/train", "iter_001/eval", "iter_002/train",
+                                       "iter_002/eval"}
+    rollouts = {t: read_lines(root / f"iter_{t:03d}" / "rollouts.jsonl") for t in (1, 2)}
+    for t, rows in rollouts.items():
+        assert len(rows) == 2 * 4 and {r["step"] for r in rows} == {t}  # 2 questions x G=4, one step each
+        assert all(r["tokens"] == len(r["token_ids"]) for r in rows)
+        assert metrics[t]["tokens_generated"] == sum(r["tokens"] for r in rows)
+        assert metrics[t]["trials"] == 8 and metrics[t]["accepted"] == sum(r["correct"] for r in rows)
+        assert 0 <= metrics[t]["ci95"][0] <= metrics[t]["accuracy"] <= metrics[t]["ci95"][1] <= 1
+        assert metrics[t]["delta_ci95"][0] <= metrics[t]["delta_vs_base"] <= metrics[t]["delta_ci95"][1]
+    assert metrics[2]["cumulative_tokens"] == metrics[1]["tokens_generated"] + metrics[2]["tokens_generated"]
+    assert any(r["correct"] for r in rollouts[1]) and not all(r["correct"] for r in rollouts[1])
+
+    # A rollout of step 2 was drawn from the weights after optimizer step 1 (= iter_001's checkpoint), not the base.
+    task = get_task(str(ones_task))
+    questions = {ex.id: ex for ex in task.load(None, split="train")}
+    engine = HFEngine(str(warm_model))
+    checked = 0
+    for row in rollouts[2]:
+        messages, _ = rollout_messages(questions[row["question_id"]].question, "number", "none")
+        prompt = engine.encode(Request(messages=messages))
+        after = _logprob(root / "iter_001" / "checkpoint", prompt, row["token_ids"])
+        before = _logprob(warm_model, prompt, row["token_ids"])
+        assert row["logprob_sum"] == pytest.approx(after, abs=2e-3)
+        assert abs(row["logprob_sum"] - before) > 1e-2, "the step-2 rollout matches the base model's weights"
+        checked += 1
+    assert checked == 8
+    for row in rollouts[1]:  # and step 1's rollouts came from the base model
+        messages, _ = rollout_messages(questions[row["question_id"]].question, "number", "none")
+        prompt = engine.encode(Request(messages=messages))
+        assert row["logprob_sum"] == pytest.approx(_logprob(warm_model, prompt, row["token_ids"]), abs=2e-3)
+
+    row = compare_runs([root])[0]
+    assert row["sampling_tokens"] == metrics[2]["cumulative_tokens"]
+    # only the last iteration's TRL checkpoint is kept (the next iteration would resume there)
+    assert [p.name for p in (root / "grpo_trainer").glob("checkpoint-*")] == ["checkpoint-2"]
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run finished before the kill point: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("kill point never reached")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_iteration_resumes_from_the_last_checkpoint(tmp_path, warm_model, ones_task):
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    opts = dict(steps_per_iteration=4, save_steps=2)
+    ref = write_recipe(tmp_path / "ref.yaml", warm_model, ones_task, tmp_path / "ref", **opts)
+    recipe = write_recipe(tmp_path / "k.yaml", warm_model, ones_task, tmp_path / "k", **opts)
+    for r in (ref, recipe):
+        raw = yaml.safe_load(r.read_text())
+        raw["iterations"] = 1
+        r.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "forethought.cli", "run"]
+    assert subprocess.run([*cmd, str(ref), "--quiet"], env=env, capture_output=True).returncode == 0
+
+    root = tmp_path / "k"
+    rollouts = root / "iter_001" / "rollouts.jsonl"
+
+    def after_step_3_rollouts():  # checkpoint-2 saved, step 3's rollouts written, step 4 not done
+        return (root / "grpo_trainer" / "checkpoint-2" / "trainer_state.json").is_file() and rollouts.is_file() \
+            and any(json.loads(x).get("step") == 3 for x in rollouts.read_text().splitlines() if x.endswith("}"))
+
+    proc = subprocess.Popen([*cmd, str(recipe), "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _kill_when(proc, after_step_3_rollouts)
+    assert not (root / "iter_001" / "checkpoint").exists()
+    assert "iter_001/train" not in json.loads((root / "manifest.json").read_text())["stages"]
+    with open(rollouts, "a") as f:
+        f.write('{"step": 3, "half')  # a line cut in half by the kill
+
+    done = subprocess.run([*cmd, str(recipe), "--quiet"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((root / "iter_001" / "train_stats.json").read_text())
+    assert stats["resumed_from"] == 2  # from its last checkpoint, not from scratch
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    got, want = read_lines(rollouts), read_lines(tmp_path / "ref" / "iter_001" / "rollouts.jsonl")
+    assert [r["step"] for r in got] == [1] * 8 + [2] * 8 + [3] * 8 + [4] * 8
+    for a, b in zip(got, want):
+        assert (a["question_id"], a["token_ids"], a["reward"]) == (b["question_id"], b["token_ids"], b["reward"])
+        assert a["logprob_sum"] == pytest.approx(b["logprob_sum"], abs=1e-3)
+    assert strip(read_lines(root / "metrics.jsonl")) == strip(read_lines(tmp_path / "ref" / "metrics.jsonl"))
