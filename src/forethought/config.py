@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from forethought.errors import UserError
+from forethought.jsonl import check_output_dir, read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -17,6 +18,18 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are an error, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _output_dir(value: str) -> str:
+    try:
+        check_output_dir(value, "")
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
+# A run's output directory: refused when it is a file or cannot be written, before any work is done.
+OutputDir = Annotated[str, AfterValidator(_output_dir)]
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -66,15 +79,25 @@ def validate(model: type[M], data: dict, source: str) -> M:
         raise UserError(describe_errors(e, model, source)) from None
 
 
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; a missing file or bad YAML is a UserError naming the file."""
+def read_yaml(path: str | Path):
+    """Parse a YAML file; a missing file, bytes that are not UTF-8 or bad YAML is a one-line UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise UserError(f"{path}{where}: not valid YAML ({problem})") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping; a missing file or bad YAML is a UserError naming the file."""
+    path = Path(path)
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data

@@ -1,4 +1,4 @@
-"""Reading and writing JSON Lines and JSON files: line-numbered errors, atomic replacement."""
+"""Reading and writing JSON Lines, JSON and text files: line-numbered errors, atomic replacement, output checks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,41 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from forethought.errors import UserError
+
+
+def not_utf8(path: str | Path) -> UserError:
+    """The error for a file that is not UTF-8 text, naming the file and the line of its first bad byte."""
+    where = str(path)
+    try:
+        if Path(path).suffix == ".bz2":  # its bytes are compressed: no line to name
+            raise OSError
+        data = Path(path).read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:  # the offset a text stream reports is within one chunk: find it in the file
+        line = data.count(b"\n", 0, e.start) + 1
+        where = f"{path} line {line}"
+    except OSError:
+        pass
+    return UserError(f"{where}: not UTF-8 text (binary or another encoding); save it as UTF-8")
+
+
+@contextmanager
+def utf8(path: str | Path):
+    """Turn a UnicodeDecodeError raised while `path` is read in this block into `not_utf8(path)`."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file; one that is not UTF-8 is a UserError naming it."""
+    with utf8(path):
+        return Path(path).read_text(encoding="utf-8")
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
@@ -17,7 +49,7 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     required = tuple(required)
-    with path.open(encoding="utf-8") as f:
+    with utf8(path), path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -31,6 +63,39 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple
                 if key not in obj:
                     raise UserError(f"{path} line {lineno}: field '{key}' is missing")
             yield lineno, obj
+
+
+def _writable_dir(path: Path, name: str) -> None:
+    """Check that directory `path` exists or can be made, and that files can be written in it (without making it)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{name}: {p} is a file, not a directory; choose another path")
+            try:  # the one sure test (permission bits do not bind root, and read-only mounts ignore them)
+                tempfile.TemporaryFile(dir=p).close()
+            except OSError as e:
+                raise UserError(f"{name}: cannot write in {p} ({e.strerror or e}); choose a writable directory") from None
+            return
+
+
+def check_output_dir(path: str | Path, what: str = "--output") -> Path:
+    """Fail early, naming `what`, if directory `path` could not be made or written in (it is not made here)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{name} is an existing file; give a directory (new or existing)")
+    _writable_dir(path, name)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "--output") -> Path:
+    """Fail early, naming `what`, if file `path` could not be written (it is not written here)."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        raise UserError(f"{name} is a directory; give a file path")
+    _writable_dir(path.parent, name)
+    return path
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -24,6 +24,9 @@ def get_engine(kind: str = "hf", model: str = DEFAULT_MODEL, *, replicas: int = 
     for key in _REPLICA_OPTIONS:
         options.pop(key, None)
     if kind == "hf":
+        from forethought.models import resolve_model
+
+        resolve_model(model)  # a bad name or path fails here, before torch is imported
         from forethought.engines.hf import HFEngine
 
         return HFEngine(model, **options)

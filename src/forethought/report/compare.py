@@ -10,7 +10,7 @@ from rich.table import Table
 
 from forethought.config import load_yaml
 from forethought.errors import UserError
-from forethought.jsonl import read_jsonl
+from forethought.jsonl import read_jsonl, read_text
 
 
 @dataclass
@@ -27,7 +27,7 @@ def read_run(run_dir: str | Path) -> Run:
     """Load a run directory; a missing directory or metrics file is a UserError naming it."""
     path = Path(run_dir)
     if not path.is_dir():
-        raise UserError(f"{path}: no such directory; pass a run directory")
+        raise UserError(f"{path}: {'not a' if path.exists() else 'no such'} directory; pass a run directory")
     if not (path / "metrics.jsonl").is_file():
         raise UserError(f"{path}: no metrics.jsonl; is this a run directory?")
     if not (path / "config.yaml").is_file():
@@ -36,7 +36,7 @@ def read_run(run_dir: str | Path) -> Run:
     manifest = {}
     if (path / "manifest.json").is_file():
         try:
-            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            manifest = json.loads(read_text(path / "manifest.json"))
         except json.JSONDecodeError as e:
             raise UserError(f"{path / 'manifest.json'}: not valid JSON ({e.msg})") from None
     return Run(path, load_yaml(path / "config.yaml"), manifest, [by_iter[i] for i in sorted(by_iter)])

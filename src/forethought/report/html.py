@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator, PercentFormatter
 
 from forethought.errors import UserError
+from forethought.jsonl import check_output_file, utf8
 from forethought.report.compare import Run, fmt_accuracy, fmt_delta, pct, read_run, summarize
 
 BLUE, LIGHT_BLUE = "#2563eb", "#93c5fd"
@@ -142,7 +143,7 @@ def scan_samples(path: Path, accepted: int = 3, rejected: int = 3) -> tuple[list
     counts: Counter = Counter()
     ok: list[dict] = []
     by_reason: dict[str, list[dict]] = {}
-    with path.open(encoding="utf-8") as f:
+    with utf8(path), path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.endswith("\n") or not line.strip():
                 continue
@@ -285,7 +286,7 @@ def figures(plots: list[tuple[str | None, str]]) -> str:
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the run's report as one HTML file with everything inline (default RUN/report.html)."""
     run = read_run(run_dir)
-    out = Path(out) if out is not None else run.path / "report.html"
+    out = check_output_file(Path(out) if out is not None else run.path / "report.html", "report file")
     row = summarize(run)
     scans = {i: scan_samples(p) for i, p in samples_files(run.path).items()}
     if run.metrics:

@@ -6,7 +6,7 @@ from typing import Annotated, Union
 
 from pydantic import Discriminator, Field, Tag
 
-from forethought.config import StrictModel
+from forethought.config import OutputDir, StrictModel
 from forethought.engines.settings import EngineSettings
 from forethought.learners.grpo import GRPOConfig
 from forethought.learners.sft import SFTConfig
@@ -75,4 +75,4 @@ class RunConfig(StrictModel):
     eval: EvalSettings = EvalSettings()
     iterations: int = Field(2, ge=0)  # a finished run resumed with more iterations carries on
     seed: int = 0
-    output: str
+    output: OutputDir

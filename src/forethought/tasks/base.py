@@ -10,6 +10,7 @@ from itertools import islice
 from pathlib import Path
 
 from forethought.errors import UserError
+from forethought.jsonl import read_text
 
 LETTERS = string.ascii_uppercase
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
@@ -135,7 +136,7 @@ def gold_index(value, n: int, where: str, field_name: str) -> int:
 def read_json(path: Path):
     """Parse a whole JSON file, or raise naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
 

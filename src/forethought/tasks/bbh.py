@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from forethought.errors import UserError
+from forethought.jsonl import read_text
 from forethought.tasks.base import Example, Task, load_hub, read_json, require, split_file
 
 BBH_SUBTASKS = (
@@ -80,4 +81,4 @@ class BBHTask(Task):
         """
         if not self.subtask or self._prompt_file is None:
             return None
-        return strip_canary(self._prompt_file.read_text(encoding="utf-8"))
+        return strip_canary(read_text(self._prompt_file))

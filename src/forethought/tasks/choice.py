@@ -10,7 +10,7 @@ from itertools import islice
 from pathlib import Path
 
 from forethought.errors import UserError
-from forethought.jsonl import read_jsonl
+from forethought.jsonl import read_jsonl, read_text, utf8
 from forethought.tasks.base import (LETTERS, Example, Task, choice_example, gold_index, load_hub, read_json, require,
                                     split_file)
 
@@ -115,7 +115,7 @@ class MMLU(Task):
     def _local(self, path: Path, split: str) -> Iterator[Example]:
         for file in self._files(path, split):
             subject = re.sub(r"_(dev|val|test)$", "", file.stem)
-            with file.open(encoding="utf-8", newline="") as f:
+            with utf8(file), file.open(encoding="utf-8", newline="") as f:
                 reader = csv.reader(f)
                 for i, row in enumerate(reader):
                     where = f"{file} line {reader.line_num}"
@@ -179,7 +179,7 @@ class PIQA(Task):
             else file.with_name(f"{prefix}-labels.lst")
         if not labels_file.is_file():
             raise UserError(f"piqa: labels file {labels_file} not found (it must sit beside {file.name})")
-        labels = labels_file.read_text(encoding="utf-8").split()
+        labels = read_text(labels_file).split()
         for i, (n, row) in enumerate(read_jsonl(file)):
             where = f"{file} line {n}"
             if i >= len(labels):
@@ -217,7 +217,7 @@ class HellaSwag(Task):
         file = split_file(path, split, {"validation": ["hellaswag_val_full.txt.bz2"],
                                         "train": ["hellaswag_train_full.txt.bz2"]}, self.name)
         opener = bz2.open if file.suffix == ".bz2" else open
-        with opener(file, "rt", encoding="utf-8") as f:
+        with utf8(file), opener(file, "rt", encoding="utf-8") as f:
             lines = (line.rstrip("\n") for line in f)
             for i, item in enumerate(iter(lambda: list(islice(lines, 6)), [])):
                 if len(item) < 6:

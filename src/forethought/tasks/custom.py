@@ -10,12 +10,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from forethought.config import validate
+from forethought.config import read_yaml, validate
 from forethought.errors import UserError
-from forethought.jsonl import read_jsonl
+from forethought.jsonl import read_jsonl, read_text, utf8
 from forethought.tasks.base import LETTERS, Example, Task, load_hub, render_choices
 
 AnswerType = Literal["number", "math", "choice", "yesno", "exact"]
@@ -95,7 +94,7 @@ def _read_json_rows(file: Path, records: str | None) -> Iterator[tuple[str, dict
     """A .json file: one JSON document (a list of objects, or an object holding them under `records`), or JSON Lines
     saved under a .json name (detected: a complete first value followed by more data)."""
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(file))
     except json.JSONDecodeError as e:
         if e.msg != "Extra data":
             raise UserError(f"{file} line {e.lineno}: not valid JSON ({e.msg})") from None
@@ -127,7 +126,7 @@ def _read_rows(file: Path, records: str | None = None) -> Iterator[tuple[str, di
     elif file.suffix == ".json":
         yield from _read_json_rows(file, records)
     elif file.suffix == ".csv":
-        with file.open(encoding="utf-8", newline="") as f:
+        with utf8(file), file.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 yield f"{file} line {reader.line_num}", row
@@ -231,10 +230,7 @@ class CustomTask(Task):
         path = Path(path).expanduser()
         if not path.is_file():
             raise UserError(f"custom task file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({e})") from None
+        raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of keys (name, data, question_field, ...)")
         config = validate(CustomTaskConfig, raw, str(path))
