@@ -13,7 +13,8 @@ from rich.table import Table
 
 from forethought.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# No local variables in tracebacks: a frame may hold a Hub token (forethought push / export --push-to-hub).
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 console = Console(stderr=True)
 out = Console()
 
@@ -82,16 +83,13 @@ def eval_cmd(
     from forethought.engines import close_engine, get_engine
     from forethought.engines.settings import EngineSettings
     from forethought.evaluate import evaluate
-    from forethought.jsonl import check_output_dir
     from forethought.tasks import get_task
 
     plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
-    check_output_dir(output)
     the_task = get_task(task, **parse_options(task_opt))
     examples = the_task.load(data, split=split, limit=limit)
     if not examples:
-        where = f"split '{split or the_task.default_split}'" + (f" of {data}" if data else "")
-        raise UserError(f"task '{task}' has no questions in {where}; check --data/--split")
+        raise UserError(f"task '{task}' has no questions in that split; check --data/--split")
     settings = {"kind": engine_kind, **parse_options(engine_opt)}
     if engine_kind == "hf":
         settings = {"device": device, "batch_size": batch_size, "trust_remote_code": trust_remote_code, **settings}
@@ -129,18 +127,15 @@ def score(
     task_opt: Optional[list[str]] = typer.Option(None, "--task-opt", help="Task option key=value."),
 ):
     """Re-score predictions made anywhere with a task's answer extraction and verifier."""
-    from forethought.jsonl import check_output_file, read_jsonl, write_jsonl
+    from forethought.jsonl import read_jsonl, write_jsonl
     from forethought.report.metrics import accuracy_ci
     from forethought.tasks import get_task
     from forethought.verify import verify_batch
 
     if input.resolve() == output.resolve():
         raise UserError("--output must differ from --input (the input would be overwritten)")
-    check_output_file(output)
     the_task = get_task(task, **parse_options(task_opt))
     rows = [row for _, row in read_jsonl(input, required=("prediction", "gold"))]
-    if not rows:
-        raise UserError(f"{input} holds no predictions; give a JSONL file with `prediction` and `gold` on each line")
     for i, row in enumerate(rows):
         for key in ("prediction", "gold"):
             if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
@@ -165,15 +160,16 @@ def score(
 
 @app.command()
 def run(
-    recipe: Path = typer.Argument(..., help="A recipe YAML (see recipes/)."),
+    recipe: Path = typer.Argument(..., help="A recipe YAML, or a built-in recipe's name (see `forethought recipes`)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. learner.learning_rate=1e-5 output=runs/x."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Run (or resume) a self-training recipe: evaluate, then sample -> train -> evaluate per iteration."""
+    from forethought.catalog import resolve_recipe
     from forethought.report.compare import compare_runs, compare_table
     from forethought.runs import run_recipe
 
-    root = run_recipe(recipe, overrides or [], progress=not quiet)
+    root = run_recipe(resolve_recipe(recipe), overrides or [], progress=not quiet)
     out.print(compare_table(compare_runs([root])))
     out.print(f"run directory: {root}  (HTML report: forethought report {root})")
 
@@ -253,9 +249,7 @@ def annotate(
     from forethought.annotation import annotate as run_annotation
     from forethought.config import validate
     from forethought.engines import get_engine
-    from forethought.jsonl import check_output_file
 
-    check_output_file(output)
     cfg = validate(AnnotateConfig, dict(
         input=input, prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
         split=split, hub_config=hub_config, limit=limit, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -277,14 +271,15 @@ def annotate(
 
 @app.command()
 def codeplan(
-    recipe: Path = typer.Argument(..., help="A CodePlan recipe YAML (see recipes/codeplan*.yaml)."),
+    recipe: Path = typer.Argument(..., help="A CodePlan recipe YAML or built-in name (codeplan, codeplan_cpu)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. eval.limit=50 output=runs/x."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Run (or resume) CodePlan: annotate a corpus, train with and without plans, evaluate both."""
+    from forethought.catalog import resolve_recipe
     from forethought.codeplan import run_codeplan
 
-    summary = run_codeplan(recipe, overrides or [], progress=not quiet)
+    summary = run_codeplan(resolve_recipe(recipe), overrides or [], progress=not quiet)
     out.print(_models_table("CodePlan", summary["models"], plan_format=True))
     a = summary["annotation"]
     out.print(f"annotation: kept {a['kept']} of {a['processed']} ({100 * (a['kept_fraction'] or 0):.1f}%)")
@@ -294,14 +289,15 @@ def codeplan(
 
 @app.command()
 def cpl(
-    recipe: Path = typer.Argument(..., help="A CPL recipe YAML (see recipes/cpl*.yaml)."),
+    recipe: Path = typer.Argument(..., help="A CPL recipe YAML or built-in name (cpl, cpl_cpu)."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. rounds=1 output=runs/x."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Run (or resume) CPL: plan-step MCTS, SFT, Step-APO (and step DPO), value model; evaluate each model."""
+    from forethought.catalog import resolve_recipe
     from forethought.cpl import run_cpl
 
-    summary = run_cpl(recipe, overrides or [], progress=not quiet)
+    summary = run_cpl(resolve_recipe(recipe), overrides or [], progress=not quiet)
     out.print(_models_table("CPL", summary["models"]))
     for name, d in summary["deltas"].items():
         out.print(f"{name}: {_fmt_delta(d)}")
@@ -312,20 +308,101 @@ def cpl(
 
 @app.command()
 def search(
-    recipe: Path = typer.Argument(..., help="A CPL recipe YAML; its model, task, engine, search and extract."),
+    recipe: Path = typer.Argument(..., help="A CPL recipe YAML or built-in name; its model, task, engine, search, extract."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. search.iterations=20."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Plan-step MCTS only (CPL round 1): writes OUTPUT/r1/{trees,sft,pairs,value}.jsonl and search.json."""
     import json
 
+    from forethought.catalog import resolve_recipe
     from forethought.config import load_config
     from forethought.cpl import CplConfig, CplRun
 
-    run = CplRun(load_config(CplConfig, recipe, overrides or []), progress=not quiet)
+    run = CplRun(load_config(CplConfig, resolve_recipe(recipe), overrides or []), progress=not quiet)
     with run.stages:
         run.search(1, run.cfg.model, None)
     out.print(json.dumps(json.loads((run.root / "r1" / "search.json").read_text()), indent=2))
+
+
+recipes_app = typer.Typer(no_args_is_help=False, help="The built-in recipes: list them, or copy one out to edit.")
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes_cmd(ctx: typer.Context):
+    """List the built-in recipes (any command takes a name where it takes a recipe file)."""
+    if ctx.invoked_subcommand:
+        return
+    from forethought import catalog
+
+    out.print(f"built-in recipes (in {catalog.RECIPES_DIR}):", highlight=False, soft_wrap=True)
+    for r in catalog.recipes():
+        out.print(f"  {r.name:<22} forethought {r.command} {r.name}\n      {r.purpose}", highlight=False,
+                  soft_wrap=True, markup=False)
+    out.print("`forethought recipes copy NAME DEST` writes one out to edit.", highlight=False, markup=False)
+
+
+@recipes_app.command("copy")
+def recipes_copy(
+    name: str = typer.Argument(..., help="A built-in recipe's name (see `forethought recipes`)."),
+    dest: Path = typer.Argument(Path("."), help="File to write, or a folder to write NAME.yaml in (default: here)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+):
+    """Write a built-in recipe out to edit (as torchtune's `tune cp`); run it with `forethought run DEST`."""
+    from forethought import catalog
+
+    out.print(f"wrote {catalog.copy(name, dest, force=force)}")
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory (written by run, cpl, search or codeplan)."),
+    to: Path = typer.Option(..., "--to", help="New folder for the datasets (parquet) and their card."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Also push it as a Hub dataset user/name "
+                                              "(token from HF_TOKEN)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repository private."),
+):
+    """Write what a run produced as Hugging Face datasets: trajectories, CPL paths, pairs and trees, CodePlan data."""
+    from forethought import export
+
+    token = export.hub_token() if push_to_hub else None  # offline or no token: fail before writing anything
+    counts = export.export_run(run_dir, to, repo=push_to_hub)
+    table = Table(title=f"exported {run_dir}")
+    table.add_column("configuration")
+    table.add_column("rows", justify="right")
+    for kind, n in counts.items():
+        table.add_row(kind, str(n))
+    out.print(table)
+    out.print(f"wrote {to} (datasets.load_dataset({str(to)!r}, NAME) loads one)")
+    if push_to_hub:
+        out.print(f"pushed to {export.push_dataset(to, push_to_hub, token=token, private=private)}")
+
+
+@app.command("push")
+def push_cmd(
+    checkpoint: Path = typer.Argument(..., help="A trained checkpoint folder, e.g. runs/NAME/iter_002/checkpoint."),
+    repo: str = typer.Argument(..., help="Hub model repository user/name (token from HF_TOKEN)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repository private."),
+):
+    """Push a trained checkpoint to the Hub with a model card: recipe, base model, measured accuracy."""
+    from forethought import export
+
+    out.print(f"pushed to {export.push_checkpoint(checkpoint, repo, private=private)}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from forethought import __version__
+
+        out.print(f"forethought {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")):
+    pass
 
 
 def _installed(package: str) -> bool:
