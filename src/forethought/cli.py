@@ -83,13 +83,16 @@ def eval_cmd(
     from forethought.engines import close_engine, get_engine
     from forethought.engines.settings import EngineSettings
     from forethought.evaluate import evaluate
+    from forethought.jsonl import check_output_dir
     from forethought.tasks import get_task
 
     plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
+    check_output_dir(output)
     the_task = get_task(task, **parse_options(task_opt))
     examples = the_task.load(data, split=split, limit=limit)
     if not examples:
-        raise UserError(f"task '{task}' has no questions in that split; check --data/--split")
+        where = f"split '{split or the_task.default_split}'" + (f" of {data}" if data else "")
+        raise UserError(f"task '{task}' has no questions in {where}; check --data/--split")
     settings = {"kind": engine_kind, **parse_options(engine_opt)}
     if engine_kind == "hf":
         settings = {"device": device, "batch_size": batch_size, "trust_remote_code": trust_remote_code, **settings}
@@ -127,15 +130,18 @@ def score(
     task_opt: Optional[list[str]] = typer.Option(None, "--task-opt", help="Task option key=value."),
 ):
     """Re-score predictions made anywhere with a task's answer extraction and verifier."""
-    from forethought.jsonl import read_jsonl, write_jsonl
+    from forethought.jsonl import check_output_file, read_jsonl, write_jsonl
     from forethought.report.metrics import accuracy_ci
     from forethought.tasks import get_task
     from forethought.verify import verify_batch
 
     if input.resolve() == output.resolve():
         raise UserError("--output must differ from --input (the input would be overwritten)")
+    check_output_file(output)
     the_task = get_task(task, **parse_options(task_opt))
     rows = [row for _, row in read_jsonl(input, required=("prediction", "gold"))]
+    if not rows:
+        raise UserError(f"{input} holds no predictions; give a JSONL file with `prediction` and `gold` on each line")
     for i, row in enumerate(rows):
         for key in ("prediction", "gold"):
             if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool):
@@ -249,7 +255,9 @@ def annotate(
     from forethought.annotation import annotate as run_annotation
     from forethought.config import validate
     from forethought.engines import get_engine
+    from forethought.jsonl import check_output_file
 
+    check_output_file(output)
     cfg = validate(AnnotateConfig, dict(
         input=input, prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
         split=split, hub_config=hub_config, limit=limit, max_new_tokens=max_new_tokens, temperature=temperature,
