@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from forethought.report.metrics import accuracy_ci, wilson_interval
+from forethought.stats import accuracy_ci, wilson_interval
 
 
 def test_wilson_matches_textbook_value():
@@ -55,7 +55,7 @@ def test_accuracy_ci_normal_interval_is_clipped_to_the_unit_interval():
 
 
 def test_paired_delta_ci():
-    from forethought.report.metrics import paired_delta_ci
+    from forethought.stats import paired_delta_ci
 
     before = {str(i): [i < 2] for i in range(10)}  # 2/10
     after = {str(i): [i < 8] for i in range(10)}  # 8/10, every earlier success kept

@@ -9,7 +9,7 @@ import pytest
 
 from forethought.engines.base import Completion, Sample
 from forethought.evaluate import evaluate
-from forethought.report.metrics import (Z95, group_answers, majority_index, mean_ci, pass_at_k, sample_ks, sampled_metrics,
+from forethought.stats import (Z95, group_answers, majority_index, mean_ci, pass_at_k, sample_ks, sampled_metrics,
                                wilson_interval)
 from forethought.tasks import get_task
 

@@ -131,7 +131,7 @@ def score(
 ):
     """Re-score predictions made anywhere with a task's answer extraction and verifier."""
     from forethought.jsonl import check_output_file, read_jsonl, write_jsonl
-    from forethought.report.metrics import accuracy_ci
+    from forethought.stats import accuracy_ci
     from forethought.tasks import get_task
     from forethought.verify import verify_batch
 

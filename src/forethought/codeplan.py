@@ -25,7 +25,7 @@ from forethought.jsonl import read_jsonl, write_json, write_jsonl
 from forethought.learners import train
 from forethought.learners.sft import SFTConfig
 from forethought.plans import code
-from forethought.report.metrics import correct_by_question, paired_delta_ci
+from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.runs.config import EngineSettings
 from forethought.runs.stages import StageRunner
 

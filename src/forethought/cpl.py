@@ -25,7 +25,7 @@ from forethought.learners import train
 from forethought.learners.sft import SFTConfig
 from forethought.learners.step_apo import StepAPOConfig
 from forethought.learners.value_model import ValueConfig, ValueModel
-from forethought.report.metrics import correct_by_question, paired_delta_ci
+from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.report.tree import trees_html
 from forethought.runs.config import EngineSettings, EvalSettings, TaskSettings
 from forethought.runs.stages import StageRunner

@@ -13,7 +13,7 @@ from forethought.engines.base import Engine, Request
 from forethought.jsonl import write_json, write_jsonl
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
-from forethought.report.metrics import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
+from forethought.stats import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
 from forethought.tasks.base import Example, Task
 
 @dataclass
@@ -156,7 +156,7 @@ def evaluate(
 
 
 def _sampled(task: Task, records: list[dict], per_question: dict[str, list[bool]]) -> dict:
-    """pass@k, maj@K and mean@K with intervals over questions (report.metrics.sampled_metrics). The majority answer
+    """pass@k, maj@K and mean@K with intervals over questions (stats.sampled_metrics). The majority answer
     groups a question's extracted answers by the task's own equivalence (math-verify for math: "0.5" and "\\frac12"
     vote together); unparseable answers do not vote; a tie goes to the group answered first; the majority is right
     when its group's first answer was verified right."""

@@ -15,7 +15,7 @@ from forethought.jsonl import write_json, write_jsonl
 from forethought.learners import train
 from forethought.learners.grpo import GRPOConfig, train_grpo_iteration
 from forethought.learners.sft import SFTConfig
-from forethought.report.metrics import correct_by_question, paired_delta_ci
+from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.runs.config import RunConfig
 from forethought.runs.stages import StageRunner
 from forethought.samplers import read_records, run_sampler, training_rows
