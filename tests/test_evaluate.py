@@ -1,7 +1,7 @@
 """evaluate() with a scripted engine: prompts, seeds, records and summary, both plan formats."""
 
-from forethought.engines.base import Completion, Request, Sample
-from forethought.evaluate import evaluate, request_seed
+from forethought.engines.base import Completion, Request, Sample, request_seed
+from forethought.evaluate import evaluate
 from forethought.tasks import get_task
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from forethought import plans
-from forethought.engines.base import Engine, Request
+from forethought.engines.base import Engine, Request, request_seed
 from forethought.jsonl import write_json, write_jsonl
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
@@ -27,11 +26,6 @@ class EvalResult:
         """DIR/records.jsonl, then DIR/summary.json (written last: its presence marks the evaluation done)."""
         write_jsonl(directory / "records.jsonl", self.records)
         write_json(directory / "summary.json", self.summary)
-
-
-def request_seed(seed: int, example_id: str, stage: str = "") -> int:
-    """A stable per-question seed, so a question's samples do not depend on what else is in the batch."""
-    return zlib.crc32(f"{seed}:{stage}:{example_id}".encode()) & 0x7FFFFFFF
 
 
 def _one_pass(plan_format: str, task: Task, examples: Sequence[Example], shots):

@@ -30,7 +30,7 @@ from forethought.annotation.filters import REASONS, final_answer, judge
 from forethought.config import StrictModel
 from forethought.engines.base import Engine, Request
 from forethought.errors import UserError
-from forethought.evaluate import request_seed
+from forethought.engines.base import request_seed
 from forethought.jsonl import write_json
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,11 @@ class Request:
         self.stop = tuple(self.stop)
         if any(not s for s in self.stop):
             raise UserError("stop strings must be non-empty")
+
+
+def request_seed(seed: int, example_id: str, stage: str = "") -> int:
+    """A stable per-question seed, so a question's samples do not depend on what else is in the batch."""
+    return zlib.crc32(f"{seed}:{stage}:{example_id}".encode()) & 0x7FFFFFFF
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import IO
 from forethought import plans
 from forethought.engines.base import Engine, Request
 from forethought.errors import UserError
-from forethought.evaluate import request_seed
+from forethought.engines.base import request_seed
 from forethought.plans import code
 from forethought.plans.hints import mentions_hint, with_hint
 from forethought.plans.leak import plan_leaks
