@@ -181,3 +181,97 @@ def test_evaluate_n1_has_no_sampled_metrics_and_number_majority(tmp_path):
     assert "sampled" not in evaluate(ScriptedEngine(script), task, task.load(), model_name="f", n=1).summary
     s = evaluate(ScriptedEngine(script), task, task.load(), model_name="f", n=4, temperature=1.0).summary
     assert s["sampled"]["maj@4"]["value"] == 1.0    # "1.0" and "1" vote together: 2-2 with "2", and seen first
+
+
+# ---------------------------------------------------------------- on screen: eval, compare, report
+
+
+def test_cli_eval_n_reports_sampled_metrics(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from forethought.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "eval", "--model", str(tiny_model_dir), "--task", "synthetic/arithmetic", "--limit", "3", "--n", "4",
+        "--temperature", "1.0", "--max-new-tokens", "6", "--output", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    s = summary["sampled"]
+    assert [k for k in s if "@" in k] == ["pass@1", "pass@2", "pass@4", "maj@4", "mean@4"]
+    assert s["pass@1"]["value"] == pytest.approx(summary["accuracy"]) == pytest.approx(s["mean@4"]["value"])
+    solved = {r["id"] for r in records if r["correct"]}
+    assert s["pass@4"]["value"] == pytest.approx(len(solved) / 3)
+    assert all(m["ci95"][0] <= m["value"] <= m["ci95"][1] for k, m in s.items() if "@" in k)
+    assert "sampled metrics · 4 samples per question" in result.output
+    assert "maj@4" in result.output and "pass@2" in result.output
+
+
+def _run_with_sampled(path, sampled_in_metrics: bool):
+    import yaml
+
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"method": "lepa", "model": "m", "task": {"name": "t"},
+                                                      "sampler": {"kind": "lepa"}, "iterations": 1}))
+    sampled = {"k": 8, "pass@1": {"value": 0.3, "ci95": [0.241, 0.359], "interval": "normal"},
+               "pass@2": {"value": 0.42, "ci95": [0.35, 0.49], "interval": "normal"},
+               "pass@4": {"value": 0.55, "ci95": [0.47, 0.63], "interval": "normal"},
+               "pass@8": {"value": 0.61, "ci95": [0.51, 0.70], "interval": "wilson"},
+               "maj@8": {"value": 0.34, "ci95": [0.25, 0.44], "interval": "wilson"},
+               "mean@8": {"value": 0.3, "ci95": [0.241, 0.359], "interval": "normal"},
+               "majority_ties": 4, "majority_no_answer": 1}
+    lines = []
+    for it in (0, 1):
+        (path / f"iter_{it:03d}" / "eval").mkdir(parents=True)
+        (path / f"iter_{it:03d}" / "eval" / "summary.json").write_text(json.dumps(
+            {"accuracy": 0.3, "ci95": [0.2, 0.4], **({"sampled": sampled} if it == 1 else {})}))
+        lines.append({"iteration": it, "accuracy": 0.3, "ci95": [0.2, 0.4],
+                      **({"sampled": sampled} if it == 1 and sampled_in_metrics else {})})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    return path
+
+
+@pytest.mark.parametrize("in_metrics", [True, False])
+def test_compare_and_report_show_sampled_metrics(tmp_path, in_metrics):
+    from rich.console import Console
+
+    from forethought.report.compare import compare_runs, compare_table
+    from forethought.report.html import write_report
+
+    run = _run_with_sampled(tmp_path / "r", in_metrics)
+    (row,) = compare_runs([run])
+    assert row["final_sampled"]["maj@8"]["value"] == 0.34
+    console = Console(width=300, record=True)
+    console.print(compare_table([row]))
+    text = console.export_text()
+    assert "pass@1 30.0% [24.1, 35.9]" in text and "pass@8 61.0% [51.0, 70.0]" in text
+    assert "maj@8 34.0% [25.0, 44.0]" in text and "pass@2" not in text   # the table keeps pass@1, pass@K, maj@K
+    html = write_report(run).read_text()
+    assert "<h2>Sampled metrics</h2>" in html
+    for cell in ("30.0% [24.1, 35.9]", "42.0% [35.0, 49.0]", "55.0% [47.0, 63.0]", "61.0% [51.0, 70.0]",
+                 "34.0% [25.0, 44.0]"):
+        assert f"<td>{cell}</td>" in html
+    assert "<th>maj@8&nbsp;[95%&nbsp;CI]</th>" in html and "majority_ties" not in html
+
+
+def test_compare_and_report_without_sampled_metrics(tmp_path):
+    from rich.console import Console
+
+    from forethought.report.compare import compare_runs, compare_table
+    from forethought.report.html import write_report
+
+    run = _run_with_sampled(tmp_path / "r", False)
+    (run / "iter_001" / "eval" / "summary.json").write_text(json.dumps({"accuracy": 0.3}))
+    (row,) = compare_runs([run])
+    assert row["final_sampled"] is None
+    console = Console(width=300, record=True)
+    console.print(compare_table([row]))
+    assert "pass@" not in console.export_text() and "maj@" not in console.export_text()
+    assert "Sampled metrics" not in write_report(run).read_text()
+
+
+def test_wilson_bounds_hold_the_estimate_at_zero_and_one():
+    """0 of 3 gave a lower bound of 5.6e-17 (rounding), an interval that excluded its own estimate."""
+    assert wilson_interval(0, 3)[0] == 0.0 and wilson_interval(3, 3)[1] == 1.0
+    assert mean_ci([0.0, 0.0, 0.0])[1][0] == 0.0

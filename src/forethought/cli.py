@@ -52,6 +52,22 @@ def _models_table(title: str, models: dict, plan_format: bool = False) -> Table:
     return table
 
 
+def _sampled_table(summary: dict) -> Table:
+    """pass@k, maj@K and mean@K of an evaluation with K > 1 samples per question, each with its 95% interval."""
+    from forethought.report.compare import sampled_names
+
+    sampled = summary["sampled"]
+    table = Table(title=f"sampled metrics · {sampled['k']} samples per question",
+                  caption=f"pass@k unbiased; maj@K: majority answer (ties: {sampled.get('majority_ties', 0)} "
+                  f"questions, to the answer given first); interval over {summary['n']} questions")
+    for col in ("metric", "value", "95% CI", "interval"):
+        table.add_column(col, justify="right")
+    for name in sampled_names(sampled):
+        m = sampled[name]
+        table.add_row(name, f"{m['value']:.3f}", _fmt_ci(m["ci95"]), m["interval"])
+    return table
+
+
 @app.command("eval")
 def eval_cmd(
     task: str = typer.Option(..., "--task", "-t", help="Task name (see `forethought tasks`) or a custom task .yaml."),
@@ -119,6 +135,8 @@ def eval_cmd(
     table.add_row(str(s["n"]), f"{s['accuracy']:.3f}", _fmt_ci(s["ci95"]), str(s["unparseable"]),
                   str(s["truncated"]), str(s["tokens_generated"]), f"{s['tokens_per_second']:.1f}")
     out.print(table)
+    if s.get("sampled"):
+        out.print(_sampled_table(s))
     out.print(f"wrote {output / 'records.jsonl'} and {output / 'summary.json'}")
 
 

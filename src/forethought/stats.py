@@ -16,7 +16,8 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at p = 0 or 1 the bound equals p exactly; rounding would leave it a hair outside (5.6e-17 for 0 of 3)
+    return (0.0 if successes <= 0 else max(0.0, centre - half), 1.0 if successes >= total else min(1.0, centre + half))
 
 
 def correct_by_question(records: Sequence[dict]) -> dict[str, list[bool]]:

@@ -50,6 +50,36 @@ def model_name(config: dict) -> str:
     return str(model) if model else "?"
 
 
+def sampled_of(run: Run, metrics: dict) -> dict | None:
+    """An iteration's sampled metrics (pass@k, maj@K, mean@K; eval.n > 1): from its metrics line, else from its
+    evaluation's summary.json; None when it was evaluated with one sample per question."""
+    if metrics.get("sampled"):
+        return metrics["sampled"]
+    summary = run.path / f"iter_{metrics.get('iteration', 0):03d}" / "eval" / "summary.json"
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("sampled") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def sampled_names(sampled: dict, all_k: bool = True) -> list[str]:
+    """The metric names in a sampled block, in order (pass@1, pass@2, ..., maj@K, mean@K); with all_k=False only
+    pass@1, pass@K and maj@K."""
+    names = [k for k in sampled if "@" in k and isinstance(sampled[k], dict)]
+    if all_k:
+        return names
+    k = sampled.get("k")
+    return [n for n in names if n in ("pass@1", f"pass@{k}", f"maj@{k}")]
+
+
+def fmt_sampled(sampled: dict | None, all_k: bool = False) -> str:
+    """Sampled metrics on one line: 'pass@1 30.0% [24.1, 35.9] · pass@8 61.0% [...] · maj@8 ...'."""
+    if not sampled:
+        return "—"
+    return " · ".join(f"{n} {fmt_accuracy(sampled[n]['value'], sampled[n].get('ci95'))}"
+                      for n in sampled_names(sampled, all_k))
+
+
 def summarize(run: Run) -> dict:
     """One comparison row: setup, initial and final accuracy, and the sampling budget spent."""
     cfg, metrics = run.config, run.metrics
@@ -72,6 +102,7 @@ def summarize(run: Run) -> dict:
         "initial_accuracy": initial,
         "final_accuracy": final,
         "final_ci95": tuple(last["ci95"]) if last.get("ci95") else None,
+        "final_sampled": sampled_of(run, last) if metrics else None,
         "delta": final - initial if iterations and initial is not None and final is not None else None,
         "trials": trials,
         "sampling_tokens": tokens if tokens is not None else sum(m.get("tokens_generated") or 0 for m in metrics),
@@ -108,14 +139,20 @@ def compare_table(rows: list[dict]) -> Table:
                   caption="final: last evaluation with its 95% interval; tokens: sampling tokens spent; "
                   "accepted: share of all sampled trajectories accepted")
     extra = [k for k in ("model", "task") if k not in shared]
+    sampled = any(r.get("final_sampled") for r in rows)
+    if sampled:
+        table.caption += ("; sampled: the final evaluation's pass@1, pass@K (unbiased) and maj@K over K samples per "
+                          "question, 95% interval over questions")
     for name in ["run", "method (sampler, plan)", *extra]:
         table.add_column(name, justify="left")
-    for name in ["iters", "initial", "final [95% CI]", "Δ", "trials", "tokens", "accepted"]:
+    for name in ["iters", "initial", "final [95% CI]", "Δ", "trials", "tokens", "accepted",
+                 *(["sampled (final) [95% CI]"] if sampled else [])]:
         table.add_column(name, justify="right")
     for r in rows:
         table.add_row(
             Path(r["run"]).name, f"{r['method']} ({r['sampler']}, {r['plan_format']})", *(r[k] for k in extra),
             str(r["iterations"]), pct(r["initial_accuracy"]), fmt_accuracy(r["final_accuracy"], r["final_ci95"]),
             fmt_delta(r["delta"]), f"{r['trials']:,}", f"{r['sampling_tokens']:,}", pct(r["acceptance_rate"]),
+            *([fmt_sampled(r.get("final_sampled")).replace(" · ", "\n")] if sampled else []),
         )
     return table

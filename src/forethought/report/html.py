@@ -14,7 +14,8 @@ from matplotlib.ticker import EngFormatter, MaxNLocator, PercentFormatter
 
 from forethought.errors import UserError
 from forethought.jsonl import check_output_file, utf8
-from forethought.report.compare import Run, fmt_accuracy, fmt_delta, pct, read_run, summarize
+from forethought.report.compare import (Run, fmt_accuracy, fmt_delta, pct, read_run, sampled_names, sampled_of,
+                                       summarize)
 
 BLUE, LIGHT_BLUE = "#2563eb", "#93c5fd"
 REASON_COLOURS = ["#f87171", "#fb923c", "#facc15", "#a78bfa", "#94a3b8", "#f472b6", "#2dd4bf"]
@@ -266,6 +267,25 @@ def metrics_html(metrics: list[dict]) -> str:
     return "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + f"</tr>{rows}</table>"
 
 
+def sampled_html(run: Run) -> str:
+    """Per-iteration sampled metrics (evaluations with eval.n > 1): pass@k, maj@K, mean@K with 95% intervals;
+    empty when no evaluation sampled more than once per question."""
+    found = [(m["iteration"], s) for m in run.metrics if (s := sampled_of(run, m))]
+    if not found:
+        return ""
+    names = list(dict.fromkeys(n for _, s in found for n in sampled_names(s)))
+    kinds = sorted({s[n].get("interval", "?") for _, s in found for n in sampled_names(s)})
+    rows = "".join("<tr>" + f"<td>{it}</td>" + "".join(
+        f"<td>{escape(fmt_accuracy(s[n]['value'], s[n].get('ci95')) if n in s else '—')}</td>" for n in names)
+        + "</tr>" for it, s in found)
+    return ("<h2>Sampled metrics</h2><p class='sub'>K samples per question: pass@k is the unbiased estimator "
+            "1 − C(n−c, k)/C(n, k) averaged over questions; maj@K scores the majority answer (equivalent answers vote "
+            "together, a tie goes to the answer given first); mean@K is the mean per-sample accuracy. 95% intervals "
+            f"over questions ({escape(', '.join(kinds))}: Wilson when every question scores 0 or 1, else normal).</p>"
+            "<table><tr><th>iteration</th>" + "".join(f"<th>{escape(n)}&nbsp;[95%&nbsp;CI]</th>" for n in names)
+            + f"</tr>{rows}</table>")
+
+
 def examples_html(iteration: int, accepted: list[dict], rejected: list[dict], counts: Counter) -> str:
     """Example trajectories of one sampled iteration, with its outcome counts."""
     breakdown = ", ".join(f"{escape(k)} {v:,}" for k, v in counts.most_common() if k != "accepted") or "none"
@@ -299,7 +319,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     examples = (examples_html(max(scans), *scans[max(scans)]) if scans
                 else "<p class='note'>No iteration has sampled trajectories yet.</p>")
     body = (header_html(run, row) + f"<h2>Progress</h2>{plots}"
-            + f"<h2>Metrics</h2>{metrics_html(run.metrics)}"
+            + f"<h2>Metrics</h2>{metrics_html(run.metrics)}" + sampled_html(run)
             + f"<h2>Example trajectories</h2>{examples}")
     title = escape(f"{row['method']} · {row['task']} · {row['model']}")
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"

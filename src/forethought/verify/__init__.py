@@ -17,7 +17,8 @@ from forethought.verify.text import clean_exact, exact_equal, extract_exact, ext
 
 ANSWER_TYPES: tuple[str, ...] = ("number", "math", "choice", "yesno", "exact")
 
-__all__ = ["ANSWER_TYPES", "Verdict", "equivalent", "equivalent_many", "extract", "normalize_gold", "verify", "verify_batch"]
+__all__ = ["ANSWER_TYPES", "Verdict", "equivalent", "equivalent_many", "extract", "normalize_gold", "verify",
+           "verify_batch"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,13 @@ def equivalent_many(answer_type: str, pairs: Sequence[tuple[str, str]], *, timeo
     _check_type(answer_type)
     if answer_type == "math":
         return equivalent_math_many(list(pairs), timeout)
-    return [a is not None and _cheap_equal(answer_type, a, b) for a, b in pairs]
+    out = []
+    for a, b in pairs:
+        try:
+            out.append(a is not None and _cheap_equal(answer_type, a, b))
+        except UserError:  # a reference that is no answer of this type equals nothing
+            out.append(False)
+    return out
 
 
 def verify(
