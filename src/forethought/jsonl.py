@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from forethought.errors import UserError
 
@@ -110,6 +111,27 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_for_append(path: str | Path) -> IO[str]:
+    """Open `path` for appending, first truncating a partial last line left by a killed writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        with path.open("r+b") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                f.truncate(end)
+    return path.open("a", encoding="utf-8")
+
+
+def append(f: IO[str], records: list[dict]) -> None:
+    """Write `records` and make them durable before returning."""
+    if records:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

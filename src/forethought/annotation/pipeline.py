@@ -28,13 +28,11 @@ from forethought import plans
 from forethought.annotation.corpus import Fields, Position, read_pairs
 from forethought.annotation.filters import REASONS, final_answer, judge
 from forethought.config import StrictModel
-from forethought.engines.base import Engine, Request
+from forethought.engines.base import Engine, Request, request_seed
 from forethought.errors import UserError
-from forethought.engines.base import request_seed
-from forethought.jsonl import write_json
+from forethought.jsonl import append, write_json
 from forethought.plans import code
 from forethought.plans.prompts import PROMPTS_VERSION
-from forethought.samplers.records import append
 
 
 class AnnotateConfig(StrictModel):

@@ -1,14 +1,12 @@
 """samples.jsonl: one JSON line per trial, appended and fsync'd as produced; read back for resume and training.
 
-A line cut short by a kill is not a record: readers skip it and `open_for_append` truncates it away.
+A line cut short by a kill is not a record: readers skip it and `jsonl.open_for_append` truncates it away.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import IO
 
 from forethought import plans
 from forethought.plans import code
@@ -30,27 +28,6 @@ def read_records(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise UserError(f"{path} line {lineno}: not valid JSON ({e.msg}); fix or delete the line to resume") from None
     return records
-
-
-def open_for_append(path: str | Path) -> IO[str]:
-    """Open `path` for appending, first truncating a partial last line left by a killed writer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        with path.open("r+b") as f:
-            data = f.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):
-                f.truncate(end)
-    return path.open("a", encoding="utf-8")
-
-
-def append(f: IO[str], records: list[dict]) -> None:
-    """Write `records` and make them durable before returning."""
-    if records:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def training_rows(records: list[dict], plan_format: str, answer_type: str) -> list[dict]:

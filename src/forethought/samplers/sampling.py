@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import IO
 
 from forethought import plans
-from forethought.engines.base import Engine, Request
+from forethought.engines.base import Engine, Request, request_seed
 from forethought.errors import UserError
-from forethought.engines.base import request_seed
+from forethought.jsonl import append, open_for_append
 from forethought.plans import code
 from forethought.plans.hints import mentions_hint, with_hint
 from forethought.plans.leak import plan_leaks
 from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.samplers.config import SamplerConfig
-from forethought.samplers.records import append, open_for_append, read_records
+from forethought.samplers.records import read_records
 from forethought.tasks.base import Example, Task
 
 
