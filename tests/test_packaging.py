@@ -74,7 +74,7 @@ def test_resolve_prefers_an_existing_file_then_a_builtin_name(tmp_path, monkeypa
     assert catalog.resolve_recipe("quickstart") == Path("quickstart")
     with pytest.raises(UserError, match="built-in recipes: .*cpl_cpu, .*quickstart, "):
         catalog.resolve_recipe("quikstart")
-    with pytest.raises(UserError, match="no built-in recipe named 'elsewhere/quickstart'"):
+    with pytest.raises(UserError, match="recipe file not found: elsewhere/quickstart.yaml"):
         catalog.resolve_recipe("elsewhere/quickstart.yaml")  # another folder's path is not a name
     (tmp_path / "adir").mkdir()
     with pytest.raises(UserError, match="is a directory"):

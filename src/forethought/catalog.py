@@ -71,8 +71,10 @@ def unknown(spec: str) -> UserError:
 
 def find(name: str) -> Path:
     """The built-in recipe called `name` (also NAME.yaml or recipes/NAME.yaml), or one error listing the names."""
+    if "/" in builtin_name(name) or "\\" in name:  # a path elsewhere, not a name
+        raise UserError(f"recipe file not found: {name} (built-in recipes: {', '.join(recipe_names())})")
     path = RECIPES_DIR / f"{builtin_name(name)}.yaml"
-    if "/" in builtin_name(name) or not path.is_file():
+    if not path.is_file():
         raise unknown(name)
     return path
 
