@@ -11,7 +11,7 @@ from forethought.engines.hf import HFEngine
 from forethought.learners.sft import SFTConfig, train_sft
 from forethought.learners.step_apo import StepAPOConfig, train_step_apo
 from forethought.search import SearchConfig, Tree, extract, run_search
-from forethought.search import steps
+from forethought.plans import steps
 from forethought.tasks import get_task
 from forethought.tasks.base import Example
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from forethought.engines.base import Completion, Sample
 from forethought.jsonl import read_jsonl
 from forethought.search import ExtractConfig, SearchConfig, Tree, extract, run_search
-from forethought.search import steps
+from forethought.plans import steps
 from forethought.search.extract import pairs, sft_paths, value_targets
 from forethought.tasks import get_task
 from forethought.tasks.base import Example

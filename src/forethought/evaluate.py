@@ -38,7 +38,7 @@ def _one_pass(plan_format: str, task: Task, examples: Sequence[Example], shots):
             return parsed.plan, parsed.response
 
         return [plans.code_plan_messages(ex.question, task.answer_type, shots) for ex in examples], [], (), split
-    from forethought.search import steps
+    from forethought.plans import steps
 
     def split(text: str):
         plan, tag, solution = text.partition(steps.SOLUTION_OPEN)

@@ -113,7 +113,7 @@ def rollout_messages(question: str, answer_type: str, plan_format: str) -> tuple
     if plan_format == "code":
         return plans.code_plan_messages(question, answer_type), ()
     if plan_format == "steps":
-        from forethought.search import steps
+        from forethought.plans import steps
 
         return (steps.messages(question, answer_type) + [{"role": "assistant", "content": steps.root_prefix()}],
                 (steps.SOLUTION_CLOSE,))

@@ -2,7 +2,7 @@
 
 `none` is a plain worked answer; `natural` is LEPA's anticipatory plan followed by a solution (two turns);
 `code` is CodePlan's pseudocode plan and the solution in one assistant turn (see plans/code.py).
-`steps` (CPL) is the tagged step format of search/steps.py; `forethought eval --plan-format steps` uses it.
+`steps` (CPL) is the tagged step format of plans/steps.py; `forethought eval --plan-format steps` uses it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from itertools import product
 from pydantic import Field
 
 from forethought.config import StrictModel
-from forethought.search import steps
+from forethought.plans import steps
 from forethought.search.tree import Node, Tree
 from forethought.tasks.base import Example
 

@@ -21,7 +21,7 @@ from pydantic import Field
 from forethought.config import StrictModel
 from forethought.engines import Request
 from forethought.jsonl import read_jsonl, write_jsonl
-from forethought.search import steps
+from forethought.plans import steps
 from forethought.search.tree import Tree
 from forethought.tasks.base import Example
 

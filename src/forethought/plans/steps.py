@@ -2,7 +2,7 @@
 
 An assistant turn reads `<plan><step>Plan 1: ...</step> ... </plan><solution>... The answer is X.</solution>`.
 A node's state is the question plus the assistant text so far (`prefix`); one action is the next step or the
-whole solution. Search code (mcts.py) calls `messages`, `root_prefix`, `STOP`, `parse` and `solution_text`.
+whole solution. Search code (search/mcts.py) calls `messages`, `root_prefix`, `STOP`, `parse` and `solution_text`.
 """
 
 from __future__ import annotations
