@@ -173,6 +173,18 @@ def test_run_trajectories_round_trip(run_dir, tmp_path, monkeypatch):
         (run_dir / "iter_001" / "eval" / "records.jsonl").read_text().splitlines()[0])
 
 
+def test_grpo_rollouts_round_trip(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (run_dir / "iter_001" / "samples.jsonl").unlink()  # a GRPO run samples inside training: rollouts only
+    rollouts = _jsonl(run_dir / "iter_001" / "rollouts.jsonl", [
+        {"step": 1, "question_id": "q1", "completion": "The answer is 4.", "reward": 1.0, "correct": True,
+         "tokens": 6, "token_ids": [5, 6, 7, 8, 9, 2], "finish_reason": "stop"},
+        {"step": 1, "question_id": "q1", "completion": "It is 5", "reward": 0.0, "correct": False,
+         "tokens": 3, "token_ids": [5, 7, 3], "finish_reason": "length"}])
+    assert export.export_run(run_dir, tmp_path / "ds")["rollouts"] == 2
+    assert _load(tmp_path / "ds", "rollouts", tmp_path / "c") == [{"iteration": 1, **r} for r in rollouts]
+
+
 def test_cpl_paths_pairs_value_and_trees_round_trip(cpl_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     out = tmp_path / "ds"

@@ -7,6 +7,7 @@ configuration holds). `datasets.load_dataset(DIR, KIND)` loads one; `load_datase
 | kind | from | one row per |
 |---|---|---|
 | trajectories | run: iter_XXX/samples.jsonl | sampled trajectory, accepted or rejected (plan, reflection, hint used, verdict, tokens) |
+| rollouts | run, GRPO learner: iter_XXX/rollouts.jsonl | GRPO rollout (optimizer step, completion, reward and its parts, tokens) |
 | sft | cpl/search: r{k}/sft.jsonl | SFT path (chat messages) |
 | pairs | cpl/search: r{k}/pairs.jsonl | Step-APO preference pair (prefix, chosen, rejected, their Q values) |
 | value | cpl/search: r{k}/value.jsonl | value-model target (prefix, Q) |
@@ -45,6 +46,8 @@ _STRINGS = {"id", "question_id", "gold", "extracted", "prompts_version"}
 KINDS: dict[str, str] = {
     "trajectories": "sampled trajectories, accepted and rejected: plan, reflection, solution, verdict "
                     "(correct, accepted, rejected_reason), hint_used, tokens_in/tokens_out (run: iter_XXX/samples.jsonl)",
+    "rollouts": "GRPO rollouts: optimizer step, question_id, completion, reward and its parts, tokens "
+                "(run with the GRPO learner: iter_XXX/rollouts.jsonl)",
     "sft": "CPL SFT paths: root-to-correct-solution step paths as chat messages (r{k}/sft.jsonl)",
     "pairs": "CPL Step-APO preference pairs: shared prefix, chosen and rejected step, their Q values (r{k}/pairs.jsonl)",
     "value": "CPL value-model targets: a state (prefix) and its Q value (r{k}/value.jsonl)",
@@ -66,11 +69,13 @@ def _numbered(root: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _trajectories(root: Path) -> list[dict]:
-    rows = []
-    for t, d in _numbered(root, _ITER):
-        if (d / "samples.jsonl").is_file():
-            rows += [{"iteration": t, **r} for r in _read(d / "samples.jsonl")]
+def _per_iteration(name: str) -> Callable[[Path], list[dict]]:
+    def rows(root: Path) -> list[dict]:
+        out = []
+        for t, d in _numbered(root, _ITER):
+            if (d / f"{name}.jsonl").is_file():
+                out += [{"iteration": t, **r} for r in _read(d / f"{name}.jsonl")]
+        return out
     return rows
 
 
@@ -98,7 +103,7 @@ def _evaluations(root: Path) -> list[dict]:
 
 
 READERS: dict[str, Callable[[Path], list[dict]]] = {
-    "trajectories": _trajectories, "sft": _per_round("sft"), "pairs": _per_round("pairs"),
+    "trajectories": _per_iteration("samples"), "rollouts": _per_iteration("rollouts"), "sft": _per_round("sft"), "pairs": _per_round("pairs"),
     "value": _per_round("value"), "trees": _per_round("trees"), "annotated": _annotated,
     "evaluations": _evaluations,
 }
@@ -264,8 +269,8 @@ def export_run(run_dir: str | Path, to: str | Path, *, repo: str | None = None) 
         raise UserError(f"--to {to} is inside the run directory {root}; choose a folder outside it")
     tables = {kind: rows for kind, read in READERS.items() if (rows := read(root))}
     if not tables:
-        raise UserError(f"{root} holds no data to export yet (no iter_XXX/samples.jsonl, r{{k}}/*.jsonl, "
-                        "annotated.jsonl or eval/records.jsonl); run it first")
+        raise UserError(f"{root} holds no data to export yet (no iter_XXX/samples.jsonl or rollouts.jsonl, "
+                        "r{{k}}/*.jsonl, annotated.jsonl or eval/records.jsonl); run it first")
     import pyarrow.parquet as pq
 
     counts = {kind: len(rows) for kind, rows in tables.items()}
