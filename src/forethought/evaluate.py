@@ -10,10 +10,11 @@ from pathlib import Path
 from forethought import plans
 from forethought.engines.base import Engine, Request, request_seed
 from forethought.jsonl import write_json, write_jsonl
-from forethought.plans import code
+from forethought.plans import code, steps
 from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.stats import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
 from forethought.tasks.base import Example, Task
+
 
 @dataclass
 class EvalResult:
@@ -28,24 +29,84 @@ class EvalResult:
         write_json(directory / "summary.json", self.summary)
 
 
-def _one_pass(plan_format: str, task: Task, examples: Sequence[Example], shots):
-    """For the one-pass formats: the prompts, an assistant prefix to continue, stop strings, and how a reply splits
-    into (plan, answer). `code`: the reply opens a ```python block, writes the plan, closes it, answers. `steps`
-    (CPL): <plan><step>..</step>..</plan><solution>..</solution>; no <solution> means no plan, all answer."""
-    if plan_format == "code":
-        def split(text: str):
-            parsed = code.parse(code.OPEN + text)
-            return parsed.plan, parsed.response
+Row = tuple  # (example, prompt, plan or None, output, tokens, finish_reason): one sample, before scoring
 
-        return [plans.code_plan_messages(ex.question, task.answer_type, shots) for ex in examples], [], (), split
-    from forethought.plans import steps
 
+@dataclass(frozen=True)
+class _Sampling:
+    """What every request of one evaluation shares, and how one is built (seeded by question and stage)."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    plan_max_new_tokens: int
+    seed: int
+    shots: str | None
+    progress: bool
+
+    def request(self, messages: list[dict], example_id: str, stage: str = "", *, n: int | None = None,
+                max_new_tokens: int | None = None, stop: tuple[str, ...] = ()) -> Request:
+        return Request(messages=messages, n=self.n if n is None else n,
+                       max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens, stop=stop,
+                       seed=request_seed(self.seed, example_id, stage), temperature=self.temperature, top_p=self.top_p)
+
+
+def _answer_none(engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling) -> list[Row]:
+    """No plan: one request per question, the answer is the whole reply."""
+    prompts = [plans.question_messages(ex.question, task.answer_type, s.shots) for ex in examples]
+    done = engine.generate([s.request(p, ex.id) for p, ex in zip(prompts, examples)], progress=s.progress)
+    return [(ex, prompts[i], None, x.text, x.tokens, x.finish_reason)
+            for i, ex in enumerate(examples) for x in done[i].samples]
+
+
+def _answer_natural(engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling) -> list[Row]:
+    """Natural-language plan: a plan turn (n plans per question), then one solution turn that follows each plan."""
+    plan_reqs = [s.request(plans.plan_messages(ex.question), ex.id, "plan", max_new_tokens=s.plan_max_new_tokens)
+                 for ex in examples]
+    planned = engine.generate(plan_reqs, progress=s.progress)
+    pairs = [(ex, p) for ex, c in zip(examples, planned) for p in c.samples]
+    prompts = [plans.solve_with_plan_messages(ex.question, p.text, task.answer_type) for ex, p in pairs]
+    sol_reqs = [s.request(m, ex.id, f"solve{k}", n=1) for k, (m, (ex, _)) in enumerate(zip(prompts, pairs))]
+    solved = engine.generate(sol_reqs, progress=s.progress)
+    return [(ex, prompts[k], p.text, c.samples[0].text, p.tokens + c.samples[0].tokens, c.samples[0].finish_reason)
+            for k, ((ex, p), c) in enumerate(zip(pairs, solved))]
+
+
+def _one_pass(engine: Engine, examples: Sequence[Example], prompts: list[list[dict]], prefix: list[dict],
+              stop: tuple[str, ...], split, s: _Sampling) -> list[Row]:
+    """One request per question whose reply holds the plan, then the answer; `split` parts them (plan, answer)."""
+    reqs = [s.request(p + prefix, ex.id, max_new_tokens=s.plan_max_new_tokens + s.max_new_tokens, stop=stop)
+            for p, ex in zip(prompts, examples)]
+    done = engine.generate(reqs, progress=s.progress)
+    return [(ex, prompts[i], *split(x.text), x.tokens, x.finish_reason)
+            for i, ex in enumerate(examples) for x in done[i].samples]
+
+
+def _answer_code(engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling) -> list[Row]:
+    """Pseudocode plan (CodePlan): the reply opens a ```python block, writes the plan, closes it, then answers; the
+    answer is the text after the block (none when it never closes)."""
+    def split(text: str):
+        parsed = code.parse(code.OPEN + text)
+        return parsed.plan, parsed.response
+
+    prompts = [plans.code_plan_messages(ex.question, task.answer_type, s.shots) for ex in examples]
+    return _one_pass(engine, examples, prompts, [], (), split, s)
+
+
+def _answer_steps(engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling) -> list[Row]:
+    """Tagged plan steps (CPL), continued from <plan>: <step>..</step>..</plan><solution>..</solution>; the answer is
+    the text after <solution>, or the whole reply (and no plan) when the model never opens one."""
     def split(text: str):
         plan, tag, solution = text.partition(steps.SOLUTION_OPEN)
         return (plan, solution) if tag else (None, text)
 
     prompts = [steps.messages(ex.question, task.answer_type) for ex in examples]
-    return prompts, [{"role": "assistant", "content": steps.root_prefix()}], (steps.SOLUTION_CLOSE,), split
+    prefix = [{"role": "assistant", "content": steps.root_prefix()}]
+    return _one_pass(engine, examples, prompts, prefix, (steps.SOLUTION_CLOSE,), split, s)
+
+
+_ANSWER = {"none": _answer_none, "natural": _answer_natural, "code": _answer_code, "steps": _answer_steps}
 
 
 def evaluate(
@@ -70,56 +131,19 @@ def evaluate(
     with `steps` (CPL) it reads the text after <solution>, or the whole reply when the model never opened one.
     """
     plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
-    shots = task.fewshot() if fewshot else None
-    sampling = dict(temperature=temperature, top_p=top_p)
+    s = _Sampling(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                  plan_max_new_tokens=plan_max_new_tokens, seed=seed, shots=task.fewshot() if fewshot else None,
+                  progress=progress)
     start = time.perf_counter()
-
-    if plan_format == "none":
-        prompts = [plans.question_messages(ex.question, task.answer_type, shots) for ex in examples]
-        reqs = [
-            Request(messages=p, n=n, max_new_tokens=max_new_tokens, seed=request_seed(seed, ex.id), **sampling)
-            for p, ex in zip(prompts, examples)
-        ]
-        done = engine.generate(reqs, progress=progress)
-        rows = [
-            (ex, prompts[i], None, s.text, s.tokens, s.finish_reason)
-            for i, ex in enumerate(examples)
-            for s in done[i].samples
-        ]
-    elif plan_format in ("code", "steps"):  # one pass: the reply holds the plan, then the answer
-        prompts, prefix, stop, split = _one_pass(plan_format, task, examples, shots)
-        reqs = [
-            Request(messages=p + prefix, n=n, max_new_tokens=plan_max_new_tokens + max_new_tokens, stop=stop,
-                    seed=request_seed(seed, ex.id), **sampling)
-            for p, ex in zip(prompts, examples)
-        ]
-        done = engine.generate(reqs, progress=progress)
-        rows = [
-            (ex, prompts[i], *split(s.text), s.tokens, s.finish_reason)
-            for i, ex in enumerate(examples)
-            for s in done[i].samples
-        ]
-    else:  # natural: plan turn, then a solution turn that follows each plan
-        plan_reqs = [
-            Request(messages=plans.plan_messages(ex.question), n=n, max_new_tokens=plan_max_new_tokens,
-                    seed=request_seed(seed, ex.id, "plan"), **sampling)
-            for ex in examples
-        ]
-        planned = engine.generate(plan_reqs, progress=progress)
-        pairs = [(ex, s) for ex, c in zip(examples, planned) for s in c.samples]
-        prompts = [plans.solve_with_plan_messages(ex.question, p.text, task.answer_type) for ex, p in pairs]
-        sol_reqs = [
-            Request(messages=m, n=1, max_new_tokens=max_new_tokens,
-                    seed=request_seed(seed, ex.id, f"solve{k}"), **sampling)
-            for k, (m, (ex, _)) in enumerate(zip(prompts, pairs))
-        ]
-        solved = engine.generate(sol_reqs, progress=progress)
-        rows = [
-            (ex, prompts[k], p.text, c.samples[0].text, p.tokens + c.samples[0].tokens, c.samples[0].finish_reason)
-            for k, ((ex, p), c) in enumerate(zip(pairs, solved))
-        ]
+    rows = _ANSWER[plan_format](engine, task, examples, s)
     seconds = time.perf_counter() - start
+    return _score(task, rows, s, seconds=seconds, model_name=model_name, plan_format=plan_format,
+                  engine_name=getattr(engine, "name", type(engine).__name__))
 
+
+def _score(task: Task, rows: list[Row], s: _Sampling, *, seconds: float, model_name: str, plan_format: str,
+           engine_name: str) -> EvalResult:
+    """Verify every sample, then summarise: accuracy with its 95% interval over questions, tokens, settings."""
     verdicts = task.verify_batch([r[3] for r in rows], [r[0] for r in rows])
     records, seen = [], {}
     for (ex, prompt, plan, output, tokens, finish), v in zip(rows, verdicts):
@@ -134,17 +158,17 @@ def evaluate(
     accuracy, ci = accuracy_ci(list(per_question.values()))
     tokens = sum(r["tokens"] for r in records)
     summary = {
-        "task": task.name, "model": model_name, "n": len(per_question), "samples_per_question": n,
+        "task": task.name, "model": model_name, "n": len(per_question), "samples_per_question": s.n,
         "accuracy": accuracy, "ci95": [ci[0], ci[1]], "correct": sum(r["correct"] for r in records),
         "unparseable": sum(r["extracted"] is None for r in records),
         "truncated": sum(r["finish_reason"] == "length" for r in records),
         "tokens_generated": tokens, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
-        "seconds": seconds, "plan_format": plan_format, "temperature": temperature, "top_p": top_p,
-        "max_new_tokens": max_new_tokens, "plan_max_new_tokens": plan_max_new_tokens if plan_format != "none" else None,
-        "fewshot": bool(shots), "seed": seed,
-        "engine": getattr(engine, "name", type(engine).__name__), "prompts_version": PROMPTS_VERSION,
+        "seconds": seconds, "plan_format": plan_format, "temperature": s.temperature, "top_p": s.top_p,
+        "max_new_tokens": s.max_new_tokens,
+        "plan_max_new_tokens": s.plan_max_new_tokens if plan_format != "none" else None,
+        "fewshot": bool(s.shots), "seed": s.seed, "engine": engine_name, "prompts_version": PROMPTS_VERSION,
     }
-    if n > 1:
+    if s.n > 1:
         summary["sampled"] = _sampled(task, records, per_question)
     return EvalResult(records=records, summary=summary)
 
