@@ -89,3 +89,21 @@ def test_evaluate_natural_plan_then_solution():
     assert res.summary["accuracy"] == 1.0 and res.summary["plan_format"] == "natural"
     assert res.records[0]["plan"].startswith("PLAN:")
     assert res.records[0]["tokens"] == 10  # plan + solution tokens
+
+
+def test_fewshot_is_honoured_or_refused():
+    """Few-shot prompts exist for plan formats none and code; elsewhere, or for a task without one, it is an error
+    rather than a setting silently ignored."""
+    import pytest
+
+    from forethought.errors import UserError
+
+    engine = ScriptedEngine(lambda r, k: "The answer is 1.")
+    arithmetic = get_task("synthetic/arithmetic", train_size=2, test_size=2)
+    questions = arithmetic.load(split="test")
+    for plan_format in ("natural", "steps"):
+        with pytest.raises(UserError, match=f"not '{plan_format}'"):
+            evaluate(engine, arithmetic, questions, model_name="m", plan_format=plan_format, fewshot=True)
+    with pytest.raises(UserError, match="has no few-shot prompt"):
+        evaluate(engine, arithmetic, questions, model_name="m", fewshot=True)
+    assert engine.calls == []  # refused before anything was generated

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from forethought import plans
 from forethought.engines.base import Engine, Request, request_seed
+from forethought.errors import UserError
 from forethought.jsonl import write_json, write_jsonl
 from forethought.plans import code, steps
 from forethought.plans.prompts import PROMPTS_VERSION
@@ -131,9 +132,14 @@ def evaluate(
     with `steps` (CPL) it reads the text after <solution>, or the whole reply when the model never opened one.
     """
     plans.check_plan_format(plan_format, plans.PLAN_FORMATS)
+    shots = task.fewshot() if fewshot else None
+    if fewshot and plan_format not in ("none", "code"):  # a setting that is accepted is honoured, or refused
+        raise UserError(f"few-shot prompts go with plan formats none and code, not '{plan_format}' (its prompts "
+                        "are zero-shot); turn fewshot off")
+    if fewshot and shots is None:
+        raise UserError(f"task '{task.name}' has no few-shot prompt; turn fewshot off")
     s = _Sampling(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                  plan_max_new_tokens=plan_max_new_tokens, seed=seed, shots=task.fewshot() if fewshot else None,
-                  progress=progress)
+                  plan_max_new_tokens=plan_max_new_tokens, seed=seed, shots=shots, progress=progress)
     start = time.perf_counter()
     rows = _ANSWER[plan_format](engine, task, examples, s)
     seconds = time.perf_counter() - start
