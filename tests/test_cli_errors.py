@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 CPL = REPO / "recipes" / "cpl_cpu.yaml"
+CODEPLAN = REPO / "recipes" / "codeplan_cpu.yaml"
 BINARY = b"\xff\xfe\x00\x81 not utf-8 \xc3\x28\n"  # invalid UTF-8 from the first byte
 
 # (id, argv with {d} = the scratch folder and {unwritable} = a folder nothing can be written in, what stderr must name)
@@ -64,6 +65,9 @@ CASES = [
     ("report-output-unwritable", ["report", "{d}/run", "-o", "{unwritable}/r.html"], "{unwritable}"),
     ("run-output-is-file", ["run", str(QUICKSTART), "output={d}/file.txt"], "file.txt"),
     ("run-output-unwritable", ["run", str(QUICKSTART), "output={unwritable}/run"], "{unwritable}"),
+    ("cpl-output-is-file", ["cpl", str(CPL), "output={d}/file.txt"], "file.txt"),
+    ("search-output-is-file", ["search", str(CPL), "output={d}/file.txt"], "file.txt"),
+    ("codeplan-output-is-file", ["codeplan", str(CODEPLAN), "output={d}/file.txt"], "file.txt"),
     ("annotate-output-is-dir", ["annotate", "-i", "{d}/preds.jsonl", "-o", "{d}"], "is a directory"),
     # models: missing paths, not checkpoints, offline hub ids; data from an offline hub
     ("model-missing-gguf", ["eval", "-t", "synthetic/arithmetic", "-m", "{d}/nope.gguf", "-o", "{d}/out"], "nope.gguf"),

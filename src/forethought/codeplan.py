@@ -19,7 +19,7 @@ from pydantic import Field
 
 from forethought import plans
 from forethought.annotation import AnnotateConfig, annotate, sidecar
-from forethought.config import StrictModel, load_config
+from forethought.config import OutputDir, StrictModel, load_config
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl, write_json, write_jsonl
 from forethought.learners import train
@@ -68,7 +68,7 @@ class CodePlanConfig(StrictModel):
     variants: list[Variant] = ["code", "none"]
     eval_base: bool = False  # also evaluate the untrained model with each variant's prompts
     seed: int = 0
-    output: str
+    output: OutputDir
 
 
 def training_rows(records, variant: str, answer_type: str) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from forethought.config import StrictModel, load_config
+from forethought.config import OutputDir, StrictModel, load_config
 from forethought.errors import UserError
 from forethought.jsonl import read_jsonl, write_json, write_jsonl
 from forethought.learners import train
@@ -50,7 +50,7 @@ class CplConfig(StrictModel):
     eval: EvalSettings = EvalSettings()
     eval_base: bool = True
     seed: int = 0
-    output: str
+    output: OutputDir
 
 
 class CplRun:
