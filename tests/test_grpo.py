@@ -240,7 +240,8 @@ def test_two_step_grpo_run_through_the_cli(tmp_path, warm_model, ones_task):
         assert row["logprob_sum"] == pytest.approx(_logprob(warm_model, prompt, row["token_ids"]), abs=2e-3)
 
     row = compare_runs([root])[0]
-    assert row["sampling_tokens"] == metrics[2]["cumulative_tokens"]
+    assert row["generated_tokens"] == metrics[2]["cumulative_tokens"] and row["sampler"] == "grpo rollouts"
+    assert [t for t, _ in row["curve"]] == [0, metrics[1]["cumulative_tokens"], metrics[2]["cumulative_tokens"]]
     # only the last iteration's TRL checkpoint is kept (the next iteration would resume there)
     assert [p.name for p in (root / "grpo_trainer").glob("checkpoint-*")] == ["checkpoint-2"]
 

@@ -12,8 +12,8 @@ import yaml
 from rich.console import Console
 
 from forethought.errors import UserError
-from forethought.report.compare import compare_runs, compare_table
-from forethought.report.html import write_report
+from forethought.report.compare import compare_runs, compare_table, read_run
+from forethought.report.html import comparison_figure, write_report
 
 ACCURACY = [0.21, 0.35, 0.41, 0.44]
 CI95 = [[0.15, 0.28], [0.28, 0.43], [0.34, 0.49], [0.37, 0.52]]
@@ -91,7 +91,7 @@ def test_compare_row_values(run_dir):
     assert row["final_ci95"] == (0.37, 0.52)
     assert row["delta"] == pytest.approx(0.23)
     assert row["trials"] == 3 * 20 * 4
-    assert row["sampling_tokens"] == metrics[-1]["cumulative_tokens"] == 3 * 80 * 80
+    assert row["generated_tokens"] == metrics[-1]["cumulative_tokens"] == 3 * 80 * 80
     accepted = sum(m["accepted"] for m in metrics)
     assert 0 < accepted < row["trials"]
     assert row["acceptance_rate"] == pytest.approx(accepted / row["trials"])
@@ -167,3 +167,94 @@ def test_report_names_a_malformed_sample_line(run_dir):
     path.write_text("".join(lines[:5]) + "{not json\n" + "".join(lines[5:]))
     with pytest.raises(UserError, match=r"iter_002/samples.jsonl line 6: not valid JSON"):
         write_report(run_dir)
+
+
+GRPO_ACCURACY = [0.11, 0.30, 0.52]
+
+
+def make_grpo_run(path: Path, steps: int = 2, questions: int = 4, generations: int = 8) -> Path:
+    """A GRPO run directory as the run loop writes it: no samples.jsonl, rollouts.jsonl per iteration, and metrics
+    counting rollout tokens as tokens_generated / cumulative_tokens."""
+    path.mkdir(parents=True)
+    config = {"method": "grpo", "model": "smollm2-135m", "task": {"name": "gsm8k", "split": "test"},
+              "learner": {"kind": "grpo", "plan_format": "code", "num_generations": generations,
+                          "steps_per_iteration": steps}, "iterations": 2}
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    stages, metrics, cumulative = {}, [], 0
+    for it in range(3):
+        d = path / f"iter_{it:03d}"
+        (d / "eval").mkdir(parents=True)
+        rows = []
+        if it:
+            for step in range((it - 1) * steps + 1, it * steps + 1):
+                for q in range(questions):
+                    for g in range(generations):
+                        rows.append({"step": step, "question_id": f"gsm8k-{q:04d}", "completion": "x",
+                                     "token_ids": [1] * (10 + g), "tokens": 10 + g, "correct": g < it,
+                                     "reward": float(g < it)})
+            (d / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            stages[f"iter_{it:03d}/train"] = "done"
+        tokens = sum(r["tokens"] for r in rows)
+        cumulative += tokens
+        acc, ci = GRPO_ACCURACY[it], [GRPO_ACCURACY[it] - 0.08, GRPO_ACCURACY[it] + 0.09]
+        (d / "eval" / "summary.json").write_text(json.dumps({"task": "gsm8k", "n": 100, "accuracy": acc, "ci95": ci}))
+        (d / "eval" / "records.jsonl").write_text("")
+        stages[f"iter_{it:03d}/eval"] = "done"
+        metrics.append({"iteration": it, "accuracy": acc, "ci95": ci, "tokens_generated": tokens,
+                        "cumulative_tokens": cumulative, "trials": len(rows),
+                        "accepted": sum(r["correct"] for r in rows), "questions": questions if it else 0,
+                        "acceptance_rate": 1.0 if it else None, "eval_tokens": 9000, "seconds": 50.0,
+                        "train_examples": len(rows), "reward_mean": (sum(r["reward"] for r in rows) / len(rows))
+                        if rows else None})
+    (path / "manifest.json").write_text(json.dumps({"stages": stages}))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return path
+
+
+def test_grpo_and_em_runs_compare_on_one_generated_token_axis(tmp_path, run_dir):
+    grpo = make_grpo_run(tmp_path / "runs" / "grpo-gsm8k")
+    em_row, grpo_row = compare_runs([run_dir, grpo])
+    per_iteration = 2 * 4 * sum(10 + g for g in range(8))  # steps x questions x rollout tokens = 864
+    assert (grpo_row["method"], grpo_row["sampler"], grpo_row["plan_format"]) == ("grpo", "grpo rollouts", "code")
+    assert grpo_row["generated_tokens"] == 2 * per_iteration
+    assert grpo_row["trials"] == 2 * 2 * 4 * 8
+    assert grpo_row["curve"] == [(0, 0.11), (per_iteration, 0.30), (2 * per_iteration, 0.52)]
+    assert em_row["curve"] == [(0, 0.21), (6400, 0.35), (12800, 0.41), (19200, 0.44)]
+    console = Console(width=300, record=True)
+    console.print(compare_table([em_row, grpo_row]))
+    text = console.export_text()
+    assert "generated tokens" in text and "sampling tokens" not in text
+    assert "grpo (grpo rollouts, code)" in text and "lepa (lepa, natural)" in text
+    assert "1,728" in text and "19,200" in text  # each run's generated tokens
+    assert "864: 30.0%" in text and "1.7k: 52.0%" in text and "19.2k: 44.0%" in text  # the token-axis curves
+
+    # the report's comparison plot: both runs on one axis, x = cumulative generated tokens, y = accuracy
+    ax = comparison_figure([read_run(run_dir), read_run(grpo)]).axes[0]
+    assert ax.get_xlabel() == "cumulative generated tokens"
+    (em_line, *_), (grpo_line, *_) = [c.lines for c in ax.containers]
+    assert list(em_line.get_xdata()) == [0, 6400, 12800, 19200]
+    assert list(em_line.get_ydata()) == ACCURACY
+    assert list(grpo_line.get_xdata()) == [0, per_iteration, 2 * per_iteration]
+    assert list(grpo_line.get_ydata()) == GRPO_ACCURACY
+
+
+def test_report_sets_a_grpo_run_beside_an_em_run(tmp_path, run_dir):
+    from typer.testing import CliRunner
+
+    from forethought.cli import app
+
+    grpo = make_grpo_run(tmp_path / "runs" / "grpo-gsm8k")
+    out = tmp_path / "both.html"
+    done = CliRunner().invoke(app, ["report", str(grpo), "-o", str(out), "--compare", str(run_dir)])
+    assert done.exit_code == 0, done.output
+    html = out.read_text()
+    assert "grpo on gsm8k" in html and "rollouts/question/step: <b>8</b>" in html
+    assert "<small>generated tokens</small><b>1,728</b><small>128 rollouts, 18.8% correct</small>" in html
+    assert "<h2>Comparison</h2>" in html and "accuracy against cumulative generated tokens, all runs" in html
+    assert "grpo (grpo rollouts, code)" in html and "lepa (lepa, natural)" in html
+    assert "864: 30.0% → 1.7k: 52.0%" in html and "19.2k: 44.0%" in html
+    assert "sampling tokens" not in html
+    # its own token plot too: the GRPO run's rollout tokens are on the generated-token axis
+    assert "accuracy against cumulative generated tokens</figcaption>" in html
+    alone = write_report(grpo, tmp_path / "alone.html").read_text()
+    assert "<h2>Comparison</h2>" not in alone

@@ -210,11 +210,14 @@ def compare(runs: list[Path] = typer.Argument(..., help="Run directories to comp
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="HTML file (default RUN/report.html)."),
+    compare_with: Optional[list[Path]] = typer.Option(
+        None, "--compare", "-c", help="Another run directory to set beside it (repeatable): adds every run's "
+        "accuracy against generated tokens on one axis, EM sampling and GRPO rollout tokens counted alike."),
 ):
     """Write a self-contained HTML report of a run (plots, metrics, example plans and solutions)."""
     from forethought.report.html import write_report
 
-    out.print(f"wrote {write_report(run_dir, output)}")
+    out.print(f"wrote {write_report(run_dir, output, others=compare_with or ())}")
 
 
 @app.command("tasks")

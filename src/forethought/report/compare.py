@@ -80,10 +80,39 @@ def fmt_sampled(sampled: dict | None, all_k: bool = False) -> str:
                       for n in sampled_names(sampled, all_k))
 
 
+def is_grpo(config: dict) -> bool:
+    """Whether a run's learner is GRPO (online RL: rollouts inside training instead of a sampling stage)."""
+    learner = config.get("learner") or {}
+    return isinstance(learner, dict) and learner.get("kind") == "grpo"
+
+
+def token_curve(metrics: list[dict]) -> list[tuple[int, float]]:
+    """(cumulative generated tokens, accuracy) per evaluated iteration: EM sampling tokens or GRPO rollout tokens,
+    counted the same way (evaluation tokens are not included), so runs of either kind share one axis."""
+    out, total = [], 0
+    for m in metrics:
+        if m.get("accuracy") is None:
+            continue
+        total = m["cumulative_tokens"] if m.get("cumulative_tokens") is not None else \
+            total + (m.get("tokens_generated") or 0)
+        out.append((int(total), float(m["accuracy"])))
+    return out
+
+
+def fmt_curve(curve: list[tuple[int, float]]) -> str:
+    """An accuracy-against-generated-tokens curve on one line: '0: 11.0% → 19.7k: 43.0% → 40.1k: 80.0%'."""
+    def tokens(n: int) -> str:
+        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+    return " → ".join(f"{tokens(t)}: {pct(a)}" for t, a in curve) or "—"
+
+
 def summarize(run: Run) -> dict:
-    """One comparison row: setup, initial and final accuracy, and the sampling budget spent."""
+    """One comparison row: setup, initial and final accuracy, and the generated-token budget spent (EM sampling or
+    GRPO rollouts; for GRPO, `sampler` is 'grpo rollouts' and the plan format is the learner's)."""
     cfg, metrics = run.config, run.metrics
-    sampler = cfg.get("sampler") or {}
+    grpo = is_grpo(cfg)
+    sampler = cfg.get("learner") if grpo else cfg.get("sampler") or {}
     task = cfg.get("task") or {}
     first, last = (metrics[0], metrics[-1]) if metrics else ({}, {})
     trials = sum(m.get("trials") or 0 for m in metrics)
@@ -94,7 +123,7 @@ def summarize(run: Run) -> dict:
     return {
         "run": str(run.path),
         "method": str(cfg.get("method", "?")),
-        "sampler": str(sampler.get("kind", "?")),
+        "sampler": "grpo rollouts" if grpo else str(sampler.get("kind", "?")),
         "plan_format": str(sampler.get("plan_format", "none")),
         "model": model_name(cfg),
         "task": str(task.get("name", "?") if isinstance(task, dict) else task),
@@ -105,8 +134,9 @@ def summarize(run: Run) -> dict:
         "final_sampled": sampled_of(run, last) if metrics else None,
         "delta": final - initial if iterations and initial is not None and final is not None else None,
         "trials": trials,
-        "sampling_tokens": tokens if tokens is not None else sum(m.get("tokens_generated") or 0 for m in metrics),
+        "generated_tokens": tokens if tokens is not None else sum(m.get("tokens_generated") or 0 for m in metrics),
         "acceptance_rate": accepted / trials if trials else None,
+        "curve": token_curve(metrics),
     }
 
 
@@ -136,8 +166,10 @@ def compare_table(rows: list[dict]) -> Table:
     """A rich table of compare_runs rows, for the terminal (model and task go in the title when all runs share them)."""
     shared = {k: rows[0][k] for k in ("model", "task") if rows and all(r[k] == rows[0][k] for r in rows)}
     table = Table(title=" · ".join(["Runs", *shared.values()]),
-                  caption="final: last evaluation with its 95% interval; tokens: sampling tokens spent; "
-                  "accepted: share of all sampled trajectories accepted")
+                  caption="final: last evaluation with its 95% interval; generated tokens: tokens generated for "
+                  "training, EM sampling or GRPO rollouts counted alike (evaluation excluded); accepted: share of "
+                  "sampled trajectories accepted (GRPO: rollouts rewarded correct); accuracy at generated tokens: "
+                  "each evaluation at the cumulative generated tokens before it, one axis for every run")
     extra = [k for k in ("model", "task") if k not in shared]
     sampled = any(r.get("final_sampled") for r in rows)
     if sampled:
@@ -145,14 +177,15 @@ def compare_table(rows: list[dict]) -> Table:
                           "question, 95% interval over questions")
     for name in ["run", "method (sampler, plan)", *extra]:
         table.add_column(name, justify="left")
-    for name in ["iters", "initial", "final [95% CI]", "Δ", "trials", "tokens", "accepted",
-                 *(["sampled (final) [95% CI]"] if sampled else [])]:
+    for name in ["iters", "initial", "final [95% CI]", "Δ", "trials", "generated tokens", "accepted",
+                 "accuracy at generated tokens", *(["sampled (final) [95% CI]"] if sampled else [])]:
         table.add_column(name, justify="right")
     for r in rows:
         table.add_row(
             Path(r["run"]).name, f"{r['method']} ({r['sampler']}, {r['plan_format']})", *(r[k] for k in extra),
             str(r["iterations"]), pct(r["initial_accuracy"]), fmt_accuracy(r["final_accuracy"], r["final_ci95"]),
-            fmt_delta(r["delta"]), f"{r['trials']:,}", f"{r['sampling_tokens']:,}", pct(r["acceptance_rate"]),
+            fmt_delta(r["delta"]), f"{r['trials']:,}", f"{r['generated_tokens']:,}", pct(r["acceptance_rate"]),
+            fmt_curve(r["curve"]).replace(" → ", "\n"),
             *([fmt_sampled(r.get("final_sampled")).replace(" · ", "\n")] if sampled else []),
         )
     return table

@@ -14,10 +14,11 @@ from matplotlib.ticker import EngFormatter, MaxNLocator, PercentFormatter
 
 from forethought.errors import UserError
 from forethought.jsonl import check_output_file, utf8
-from forethought.report.compare import (Run, fmt_accuracy, fmt_delta, pct, read_run, sampled_names, sampled_of,
-                                       summarize)
+from forethought.report.compare import (Run, compare_runs, fmt_accuracy, fmt_curve, fmt_delta, is_grpo, pct,
+                                       read_run, sampled_names, sampled_of, summarize, token_curve)
 
 BLUE, LIGHT_BLUE = "#2563eb", "#93c5fd"
+SERIES_COLOURS = [BLUE, "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#db2777"]
 REASON_COLOURS = ["#f87171", "#fb923c", "#facc15", "#a78bfa", "#94a3b8", "#f472b6", "#2dd4bf"]
 FOLD_CHARS, FOLD_LINES = 600, 12
 
@@ -95,11 +96,12 @@ def accuracy_plot(metrics: list[dict]) -> str:
 
 
 def tokens_plot(metrics: list[dict]) -> str | None:
-    """Accuracy against cumulative sampling tokens: what each point of accuracy cost; None before any sampling."""
+    """Accuracy against cumulative generated tokens (EM sampling or GRPO rollouts): what each point of accuracy
+    cost; None before any tokens were generated for training."""
     xs = [m.get("cumulative_tokens") or 0 for m in metrics]
     if not any(xs):
         return None
-    fig, ax = _axes("cumulative sampling tokens", "accuracy")
+    fig, ax = _axes("cumulative generated tokens", "accuracy")
     _accuracy_points(ax, xs, metrics)
     for x, m in zip(xs, metrics):
         ax.annotate(f"it {m['iteration']}", (x, m["accuracy"]), textcoords="offset points", xytext=(6, -12),
@@ -107,6 +109,45 @@ def tokens_plot(metrics: list[dict]) -> str | None:
     ax.margins(x=0.08)
     ax.xaxis.set_major_formatter(EngFormatter())
     return png_uri(fig)
+
+
+def comparison_figure(runs: list[Run]) -> Figure:
+    """Every run's accuracy against its cumulative generated tokens on one axis (EM sampling tokens and GRPO rollout
+    tokens counted alike), one line per run with 95% interval error bars."""
+    fig, ax = _axes("cumulative generated tokens", "accuracy")
+    top = 0.0
+    for k, run in enumerate(runs):
+        metrics = [m for m in run.metrics if m.get("accuracy") is not None]
+        curve = token_curve(metrics)
+        xs, accs = [t for t, _ in curve], [a for _, a in curve]
+        cis = [m.get("ci95") or (a, a) for a, m in zip(accs, metrics)]
+        err = [[a - c[0] for a, c in zip(accs, cis)], [c[1] - a for a, c in zip(accs, cis)]]
+        row = summarize(run)
+        ax.errorbar(xs, accs, yerr=err, color=SERIES_COLOURS[k % len(SERIES_COLOURS)], marker="o", capsize=3,
+                    lw=1.6, label=f"{run.path.name} ({row['method']})")
+        top = max([top, *(c[1] for c in cis)])
+    ax.set_ylim(0, min(1.0, top + 0.1) if top < 0.9 else 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.margins(x=0.05)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def comparison_html(runs: list[Run]) -> str:
+    """The report's comparison section: the runs' accuracy against generated tokens on one axis, and a table."""
+    rows = compare_runs([r.path for r in runs])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in [
+            Path(r["run"]).name, f"{r['method']} ({r['sampler']}, {r['plan_format']})", pct(r["initial_accuracy"]),
+            fmt_accuracy(r["final_accuracy"], r["final_ci95"]), fmt_delta(r["delta"]), f"{r['generated_tokens']:,}",
+            fmt_curve(r["curve"])]) + "</tr>" for r in rows)
+    cols = ["run", "method (sampler, plan)", "initial", "final&nbsp;[95%&nbsp;CI]", "Δ", "generated tokens",
+            "accuracy at generated tokens"]
+    return ("<h2>Comparison</h2><p class='sub'>Accuracy against cumulative generated tokens: tokens generated for "
+            "training, EM sampling or GRPO rollouts counted alike; evaluation tokens excluded.</p>"
+            + figures([(png_uri(comparison_figure(runs)), "accuracy against cumulative generated tokens, all runs")])
+            + "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + f"</tr>{body}</table>")
 
 
 def acceptance_plot(metrics: list[dict]) -> str | None:
@@ -223,9 +264,12 @@ def _flatten(d: dict, prefix: str = "") -> list[tuple[str, str]]:
 
 def header_html(run: Run, row: dict) -> str:
     """Title, setup chips, headline numbers and the folded full config."""
+    grpo = is_grpo(run.config)
     sampler = run.config.get("sampler") or {}
     chips = [("method", row["method"]), ("model", row["model"]), ("task", row["task"]), ("sampler", row["sampler"]),
-             ("plan format", row["plan_format"]), ("trials/question", sampler.get("trials", "?"))]
+             ("plan format", row["plan_format"]),
+             ("rollouts/question/step", run.config["learner"].get("num_generations", "?")) if grpo
+             else ("trials/question", sampler.get("trials", "?"))]
     stages = run.manifest.get("stages") or {}
     pending = [f"{k} ({v})" for k, v in stages.items() if v != "done"]
     progress = f"{len(stages) - len(pending)} of {len(stages)} stages done" + (
@@ -236,9 +280,9 @@ def header_html(run: Run, row: dict) -> str:
               f"95% CI {fmt_accuracy(row['final_accuracy'], ci).split(' ', 1)[-1]}" if ci else ""),
              ("change", fmt_delta(row["delta"]),
               f"after {row['iterations']} iteration(s)" if row["iterations"] else "no trained iteration yet"),
-             ("sampling tokens", f"{row['sampling_tokens']:,}",
-              f"{row['trials']:,} trials, {pct(row['acceptance_rate'])} accepted" if row["trials"]
-              else "no sampling yet")]
+             ("generated tokens", f"{row['generated_tokens']:,}",
+              f"{row['trials']:,} {'rollouts' if grpo else 'trials'}, {pct(row['acceptance_rate'])} "
+              f"{'correct' if grpo else 'accepted'}" if row["trials"] else "no sampling yet")]
     config_rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in _flatten(run.config))
     return (f"<h1>{escape(row['method'])} on {escape(row['task'])}</h1>"
             f"<p class='sub'>{escape(str(run.path))} · {escape(progress)}</p>"
@@ -252,7 +296,7 @@ def header_html(run: Run, row: dict) -> str:
 def metrics_html(metrics: list[dict]) -> str:
     """The per-iteration metrics as a table."""
     cols = ["iteration", "accuracy&nbsp;[95%&nbsp;CI]", "question acceptance", "questions", "trials", "accepted",
-            "train examples", "sampling tokens", "cumulative tokens", "eval tokens", "seconds"]
+            "train examples", "generated tokens", "cumulative tokens", "eval tokens", "seconds"]
 
     def num(m: dict, k: str) -> str:
         v = m.get(k)
@@ -303,15 +347,17 @@ def figures(plots: list[tuple[str | None, str]]) -> str:
     return f"<div class='plots'>{shown}</div>" + (note if missing else "")
 
 
-def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the run's report as one HTML file with everything inline (default RUN/report.html)."""
+def write_report(run_dir: Path, out: Path | None = None, others: list[Path] | tuple = ()) -> Path:
+    """Write the run's report as one HTML file with everything inline (default RUN/report.html); with `others`
+    (more run directories), a comparison section puts every run's accuracy against generated tokens on one axis."""
     run = read_run(run_dir)
+    compared = [run, *(read_run(d) for d in others)]
     out = check_output_file(Path(out) if out is not None else run.path / "report.html", "report file")
     row = summarize(run)
     scans = {i: scan_samples(p) for i, p in samples_files(run.path).items()}
     if run.metrics:
         plots = figures([(accuracy_plot(run.metrics), "accuracy per iteration (95% interval)"),
-                         (tokens_plot(run.metrics), "accuracy against cumulative sampling tokens"),
+                         (tokens_plot(run.metrics), "accuracy against cumulative generated tokens"),
                          (acceptance_plot(run.metrics), "acceptance per iteration"),
                          (rejections_plot({i: sc[2] for i, sc in scans.items()}), "rejections by reason")])
     else:
@@ -319,6 +365,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     examples = (examples_html(max(scans), *scans[max(scans)]) if scans
                 else "<p class='note'>No iteration has sampled trajectories yet.</p>")
     body = (header_html(run, row) + f"<h2>Progress</h2>{plots}"
+            + (comparison_html(compared) if others else "")
             + f"<h2>Metrics</h2>{metrics_html(run.metrics)}" + sampled_html(run)
             + f"<h2>Example trajectories</h2>{examples}")
     title = escape(f"{row['method']} · {row['task']} · {row['model']}")
