@@ -75,6 +75,17 @@ def test_config_snapshot_refuses_a_changed_recipe_and_allows_growth(tmp_path):
         StageRunner(root, Toy(rounds=1, output=str(root)), growable=("rounds",))
 
 
+def test_a_setting_added_since_the_snapshot_is_no_change_at_its_default(tmp_path):
+    root = tmp_path / "run"
+    StageRunner(root, Toy(output=str(root)))
+    snapshot = yaml.safe_load((root / "config.yaml").read_text())
+    del snapshot["search"]["c_puct"]  # as written by a version that did not have the setting
+    (root / "config.yaml").write_text(yaml.safe_dump(snapshot))
+    StageRunner(root, Toy(output=str(root)))  # at its default: resumes
+    with pytest.raises(UserError, match=r"differs in: search\.c_puct"):
+        StageRunner(root, Toy(search=Inner(c_puct=2.0), output=str(root)))
+
+
 def test_a_folder_that_is_not_a_run_directory_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="holds no config.yaml"):

@@ -50,7 +50,9 @@ class CodePlanEval(StrictModel):
     split: str | None = None
     limit: int | None = Field(None, ge=1)
     options: dict = {}
-    temperature: float = 0.0
+    n: int = Field(1, ge=1)  # samples per question (n > 1: pass@k, maj@n and mean@n in summary.json)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = 256
     plan_max_new_tokens: int = 256  # code variant: the one pass may write this many tokens more than the baseline
 
@@ -160,7 +162,8 @@ class CodePlanRun:
         def run() -> None:
             v = self.cfg.eval
             result = evaluate(self.stages.engine(model), self.task, self.eval_q, model_name=model,
-                              plan_format=variant, temperature=v.temperature, max_new_tokens=v.max_new_tokens,
+                              plan_format=variant, n=v.n, temperature=v.temperature, top_p=v.top_p,
+                              max_new_tokens=v.max_new_tokens,
                               plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed,
                               progress=self.progress)
             result.write(self.root / (name or variant) / "eval")

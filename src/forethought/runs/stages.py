@@ -42,13 +42,15 @@ def _flatten(data, prefix: str = "") -> dict:
     return out
 
 
-def changed_keys(previous: dict, current: dict, growable: Iterable[str] = ()) -> list[str]:
-    """Dotted keys whose values differ, except `output` (where the run is) and growable counts that only grew."""
-    old, new = _flatten(previous), _flatten(current)
+def changed_keys(previous: dict, current: dict, growable: Iterable[str] = (),
+                 defaults: Iterable[str] = ()) -> list[str]:
+    """Dotted keys whose values differ, except `output` (where the run is), growable counts that only grew, and
+    settings the previous snapshot lacks that are at their defaults now (added to the recipe type since)."""
+    old, new, defaults = _flatten(previous), _flatten(current), set(defaults)
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if key == "output" or a == b:
+        if key == "output" or a == b or (key not in old and key in defaults):
             continue
         if key in growable and isinstance(a, int) and isinstance(b, int) and b >= a:
             continue
@@ -59,15 +61,17 @@ def changed_keys(previous: dict, current: dict, growable: Iterable[str] = ()) ->
 def snapshot_config(root: Path, config: BaseModel, growable: Iterable[str] = ()) -> None:
     """Write root/config.yaml, or check that a resumed run's recipe equals it (growable counts may grow)."""
     resolved = config.model_dump(mode="json")
+    chosen = _flatten(config.model_dump(mode="json", exclude_defaults=True))
+    defaults = [k for k in _flatten(resolved) if k not in chosen]
     path = root / CONFIG
     if path.is_file():
         previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if changed := changed_keys(previous, resolved, growable):
+        if changed := changed_keys(previous, resolved, growable, defaults):
             raise UserError(
                 f"{root} holds a run made with a different config (differs in: {', '.join(changed)}); "
                 "run the same command to resume it, or choose a new output=DIR"
             )
-        if previous != resolved:  # a growable count grew: the snapshot follows it
+        if previous != resolved:  # a count grew or a new setting appeared: the snapshot follows
             _write_config(path, resolved)
         return
     if root.is_dir() and any(root.iterdir()):
@@ -88,6 +92,27 @@ def remove_partials(output: Path) -> None:
     for pattern in (f".{output.name}.partial-*", f".{output.name}.job-*"):
         for stale in output.parent.glob(pattern):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak resident memory measurement for this process (Linux; elsewhere nothing)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> int | None:
+    """This process's peak resident memory in MB since the last reset_peak_rss (None where /proc has no VmHWM)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
 
 
 class StageRunner:
@@ -143,9 +168,13 @@ class StageRunner:
         if trains:
             self.release_engine()
         start = time.perf_counter()
+        reset_peak_rss()
         try:
             status = fn()
         finally:
+            if (peak := peak_rss_mb()) is not None:  # the stage's peak resident memory, kept over attempts
+                peaks = self.manifest.setdefault("peak_rss_mb", {})
+                peaks[name] = max(peaks.get(name, 0), peak)
             self.add_seconds(name, time.perf_counter() - start)
         self.mark(name, status if isinstance(status, str) else "done")
         return True
