@@ -138,3 +138,30 @@ def test_codeplan_runs_end_to_end_and_resumes(tmp_path, tiny_model_dir, monkeypa
     built.clear()
     assert run_codeplan(recipe, [], progress=False)["models"] == summary["models"]
     assert built == []  # everything was done: no model is loaded again
+
+
+def test_eval_sampling_settings_reach_the_evaluation(tmp_path, monkeypatch):
+    """eval.n, eval.temperature and eval.top_p are honoured (n > 1 gives the sampled metrics)."""
+    import forethought.evaluate
+    from forethought.codeplan import CodePlanRun
+
+    seen = {}
+
+    class Result:
+        def write(self, out):
+            seen["written"] = out
+
+    def fake_evaluate(engine, task, examples, **kwargs):
+        seen.update(kwargs)
+        return Result()
+
+    monkeypatch.setattr(forethought.evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr("forethought.runs.stages.get_engine", lambda kind, model, **o: object())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("annotate: {input: corpus.jsonl}\n"
+                      "eval: {task: synthetic/arithmetic, n: 4, temperature: 0.7, top_p: 0.9}\n"
+                      f"output: {tmp_path / 'run'}\n")
+    run = CodePlanRun(load_config(CodePlanConfig, recipe), progress=False)
+    with run.stages:
+        run.evaluate("none", "some-model")
+    assert (seen["n"], seen["temperature"], seen["top_p"], seen["plan_format"]) == (4, 0.7, 0.9, "none")
