@@ -8,7 +8,8 @@ import pytest
 from forethought.engines.base import Completion, Sample
 from forethought.errors import UserError
 from forethought.learners.value_model import ValueConfig, ValueModel, features, render, train_value_model
-from forethought.search import SearchConfig, extract, run_search, steps
+from forethought.plans import steps
+from forethought.search import SearchConfig, extract, run_search
 from forethought.tasks import get_task
 from forethought.tasks.base import Example
 
