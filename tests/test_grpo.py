@@ -302,3 +302,59 @@ def test_sigkill_mid_iteration_resumes_from_the_last_checkpoint(tmp_path, warm_m
         assert (a["question_id"], a["token_ids"], a["reward"]) == (b["question_id"], b["token_ids"], b["reward"])
         assert a["logprob_sum"] == pytest.approx(b["logprob_sum"], abs=1e-3)
     assert strip(read_lines(root / "metrics.jsonl")) == strip(read_lines(tmp_path / "ref" / "metrics.jsonl"))
+
+
+def test_lora_rollouts_decode_merged_and_leave_the_policy_unmerged(tiny_model_dir):
+    """With LoRA the rollout merges the adapter for decoding (one matmul per layer) and unmerges it afterwards: the
+    samples are the policy's (their log-probabilities equal the adapter model's), the weights come back as they were,
+    and the adapter is merged while the engine decodes."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forethought.engines.hf import HFEngine
+    from forethought.learners.common import LoraSettings, lora_config
+    from forethought.learners.grpo import GRPOConfig, make_rollout, rollout_messages
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           lora_config(LoraSettings(r=4, alpha=8, dropout=0.0)))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # a trained adapter: it changes the policy
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = SimpleNamespace(model=model, processing_class=tokenizer, state=SimpleNamespace(global_step=3),
+                              accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    cfg = GRPOConfig(kind="grpo", num_generations=3, max_completion_length=6, lora=LoraSettings(r=4, alpha=8))
+    merged_while_decoding = []
+    generate = HFEngine.generate
+
+    def spy(self, *args, **kwargs):
+        merged_while_decoding.append([m.merged for m in model.modules() if hasattr(m, "merged")])
+        return generate(self, *args, **kwargs)
+
+    messages, _ = rollout_messages(QUESTIONS[0], "number", "none")
+    HFEngine.generate = spy
+    try:
+        out = make_rollout(cfg, seed=0, stop=(), engine_options={"batch_size": 8})([messages] * 3, trainer)
+    finally:
+        HFEngine.generate = generate
+    assert merged_while_decoding and all(all(m) for m in merged_while_decoding)
+    assert not any(m.merged for m in model.modules() if hasattr(m, "merged"))
+    after = model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert len(out["completion_ids"]) == 3
+    model.eval()
+    for prompt, completion, logprob in zip(out["prompt_ids"], out["completion_ids"], out["logprob_sum"]):
+        ids = torch.tensor([prompt + completion])
+        with torch.no_grad():  # the unmerged adapter model: the policy TRL trains
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+        expected = float(torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None]).sum())
+        assert logprob == pytest.approx(expected, abs=2e-3)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([out["prompt_ids"][0] + out["completion_ids"][0]])
+    with torch.no_grad():
+        assert not torch.allclose(base(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-3)

@@ -143,6 +143,19 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
 
     def rollout(prompts: list, trainer) -> dict:
         model = trainer.accelerator.unwrap_model(trainer.model)
+        # LoRA: decode with the adapter merged into the base weights (the same function, one matmul per layer
+        # instead of three; unmerged, the adapter's small matmuls took two thirds of the decode time on a CPU),
+        # then unmerge before the loss is computed
+        merge = cfg.lora is not None and hasattr(model, "merge_adapter")
+        if merge:
+            model.merge_adapter()
+        try:
+            return _generate(model, prompts, trainer)
+        finally:
+            if merge:
+                model.unmerge_adapter()
+
+    def _generate(model, prompts: list, trainer) -> dict:
         engine = engine_class.from_loaded(model, trainer.processing_class, batch_size=engine_options["batch_size"])
         for key in ("prefill_tokens", "shared_kv"):
             if engine_options.get(key) is not None:
