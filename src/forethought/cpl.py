@@ -103,6 +103,9 @@ class CplRun:
             d = self.root / f"r{k}"
             cfg = self.cfg.search if k == 1 else self.cfg.search.model_copy(
                 update={"iterations": self.cfg.round2_iterations})
+            if cfg.max_tokens is not None and k > 1:  # search.max_tokens per round: what earlier rounds left unspent
+                before = sum(_load(self.root / f"r{j}" / "search.json").get("tokens", 0) for j in range(1, k))
+                cfg = cfg.model_copy(update={"max_tokens": max(0, k * cfg.max_tokens - before)})  # (or overshot) carries
             engine = self.stages.engine(policy)
             value_fn = ValueModel.load(value) if value is not None else None
             try:

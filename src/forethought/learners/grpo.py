@@ -68,6 +68,9 @@ class GRPOConfig(StrictModel):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_completion_length: int = Field(256, ge=1)  # plan and answer together for the one-pass plan formats
+    max_tokens: int | None = Field(None, ge=1)  # budget: rollout tokens per iteration; the iteration ends (and saves)
+    # after the optimizer step whose rollouts spent them (at most one rollout call over), even before
+    # steps_per_iteration; the next iteration resumes there. A run carries the unspent (or overshot) rest forward
     # engine: Forethought's hf engine on the live policy; trl: TRL's transformers generate; vllm: TRL's colocated
     # vLLM, weights synced every step (GPU, needs the vllm extra). Evaluation always uses the recipe's engine.
     rollout: Literal["engine", "trl", "vllm"] = "engine"
@@ -264,6 +267,21 @@ def _stop_at(step: int):
     return StopAt()
 
 
+def _stop_at_tokens(limit: int, spent: list[int]):
+    from transformers import TrainerCallback
+
+    class StopAtTokens(TrainerCallback):
+        """End this iteration (saving TRL's checkpoint) once its rollouts have generated `limit` tokens."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if spent[0] >= limit:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopAtTokens()
+
+
 def _load_from_checkpoint(base_path: str, checkpoint: Path, lora: bool, dtype):
     """The policy as TRL saved it at `checkpoint` (adapter on the base model, or full weights)."""
     from transformers import AutoModelForCausalLM
@@ -311,18 +329,23 @@ def train_grpo_iteration(
     resume = [c for c in complete_checkpoints(trainer_dir) if _step_of(c) <= stop_at]
     resume_from = resume[-1] if resume else None
     start_step = _step_of(resume_from) if resume_from else 0
-    if start_step < (iteration - 1) * steps:
+    if start_step < (iteration - 1) * steps and not (cfg.max_tokens is not None and resume_from is not None):
         raise UserError(f"{trainer_dir} holds no GRPO checkpoint of step {(iteration - 1) * steps} (the end of "
                         f"iteration {iteration - 1}); start the run again in a new output=DIR")
     rollouts_path.parent.mkdir(parents=True, exist_ok=True)
     _keep_rollouts_until(rollouts_path, start_step)
+    # this iteration's rollout tokens so far (kept rows of a resumed iteration included), against cfg.max_tokens
+    spent = [sum(json.loads(x).get("tokens") or 0 for x in rollouts_path.read_text(encoding="utf-8").splitlines())
+             if rollouts_path.is_file() else 0]
+    budget_spent = cfg.max_tokens is not None and spent[0] >= cfg.max_tokens and resume_from is not None
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     start = time.perf_counter()
     with quiet(not progress), partial_dir(output_dir, again="train this iteration again") as tmp:
-        if start_step == stop_at:  # killed after TRL's checkpoint, before the merged one: nothing left to train
+        if start_step == stop_at or budget_spent:  # killed after TRL's checkpoint, before the merged one: nothing
+            # left to train (or the budget is spent: the iteration's model is its last checkpoint)
             policy = _load_from_checkpoint(path, resume_from, cfg.lora is not None, dtype)
             if cfg.lora is not None:
                 policy = policy.merge_and_unload()
@@ -330,7 +353,7 @@ def train_grpo_iteration(
             policy.save_pretrained(tmp / "checkpoint")
             tokenizer.save_pretrained(tmp / "checkpoint")
             (tmp / "checkpoint").rename(output_dir)
-            return {"steps": stop_at, "resumed_from": start_step, "seconds": round(time.perf_counter() - start, 3)}
+            return {"steps": start_step, "resumed_from": start_step, "seconds": round(time.perf_counter() - start, 3)}
 
         messages_stop = [rollout_messages(q.question, task.answer_type, cfg.plan_format) for q in questions]
         stop = messages_stop[0][1]
@@ -340,6 +363,7 @@ def train_grpo_iteration(
             def write(row: dict) -> None:
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 sink.flush()
+                spent[0] += row.get("tokens") or 0
 
             reward = TaskReward(task, cfg.plan_format, cfg.rewards, questions, sink=write)
             transformers.set_seed(seed)
@@ -349,18 +373,20 @@ def train_grpo_iteration(
                        if cfg.rollout == "engine" else None)
             trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=args, train_dataset=dataset,
                                   processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                                  rollout_func=rollout, callbacks=[_stop_at(stop_at)])
+                                  rollout_func=rollout, callbacks=[_stop_at(stop_at)] + (
+                                      [_stop_at_tokens(cfg.max_tokens, spent)] if cfg.max_tokens is not None else []))
             if not progress:
                 trainer.remove_callback(PrinterCallback)
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        if trainer.state.global_step != stop_at:
+        if trainer.state.global_step != stop_at and not (cfg.max_tokens is not None and spent[0] >= cfg.max_tokens):
             raise RuntimeError(f"GRPO stopped at step {trainer.state.global_step}, expected {stop_at}")
         save_merged(trainer, tokenizer, cfg.lora is not None, tmp / "checkpoint")
         (tmp / "checkpoint").rename(output_dir)
         logs = [h for h in trainer.state.log_history if "loss" in h and h.get("step", 0) > start_step]
+    end = trainer.state.global_step  # stop_at, or earlier when the budget ended the iteration
     for old in complete_checkpoints(trainer_dir):  # keep only this iteration's end: the next one resumes there
-        if _step_of(old) < stop_at:
+        if _step_of(old) < end:
             shutil.rmtree(old, ignore_errors=True)
-    return {"steps": stop_at, "resumed_from": start_step, "train_loss": float(result.training_loss),
+    return {"steps": end, "resumed_from": start_step, "train_loss": float(result.training_loss),
             "seconds": round(time.perf_counter() - start, 3),
             "reward_mean": [round(h.get("reward", float("nan")), 4) for h in logs]}

@@ -111,8 +111,18 @@ class Runner:
     def sample(self, t: int) -> None:
         out = self.iter_dir(t) / "samples.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
-        run_sampler(self.cfg.sampler, self.stages.engine(self.model_after(t - 1)), self.task, self.train_q,
-                    out_path=out, iteration=t, seed=self.cfg.seed, method=self.cfg.method, progress=self.progress)
+        run_sampler(self.budgeted(self.cfg.sampler, t), self.stages.engine(self.model_after(t - 1)), self.task,
+                    self.train_q, out_path=out, iteration=t, seed=self.cfg.seed, method=self.cfg.method,
+                    progress=self.progress)
+
+    def budgeted(self, section, t: int):
+        """The sampler (or GRPO learner) section for iteration t with its token budget: `max_tokens` per iteration,
+        plus what earlier iterations left unspent, minus what they overshot (at most one engine call each), so a run
+        of T iterations generates at most T * max_tokens tokens plus one engine call."""
+        if section.max_tokens is None:
+            return section
+        before = json.loads((self.iter_dir(t - 1) / "metrics.json").read_text())["cumulative_tokens"] if t > 1 else 0
+        return section.model_copy(update={"max_tokens": max(0, t * section.max_tokens - before)})
 
     def train(self, t: int) -> str | None:
         d = self.iter_dir(t)
@@ -134,7 +144,8 @@ class Runner:
         d = self.iter_dir(t)
         e = self.cfg.engine
         stats = train_grpo_iteration(
-            self.cfg.model, self.task, self.train_q, self.cfg.learner, iteration=t, iterations=self.cfg.iterations,
+            self.cfg.model, self.task, self.train_q, self.budgeted(self.cfg.learner, t), iteration=t,
+            iterations=self.cfg.iterations,
             trainer_dir=self.root / "grpo_trainer", output_dir=d / "checkpoint", rollouts_path=d / "rollouts.jsonl",
             seed=self.cfg.seed, progress=self.progress,
             engine_options={"batch_size": e.batch_size, "prefill_tokens": e.prefill_tokens, "shared_kv": e.shared_kv},

@@ -27,6 +27,9 @@ class SamplerConfig(StrictModel):
     chunk_size: int = Field(32, ge=1)   # questions advanced together per engine call
     demos: int = Field(0, ge=0)         # worked demonstrations (task.demos) shown as earlier chat turns while
                                         # sampling, never in training text: they teach a weak model the format
+    max_tokens: int | None = Field(None, ge=1)  # budget: generated tokens per iteration; no engine call starts once
+                                        # they are spent (the call in flight finishes: the overshoot is at most one
+                                        # call). A run carries what an iteration leaves unspent (or overshot) to the next
 
     @field_validator("plan_format")
     @classmethod

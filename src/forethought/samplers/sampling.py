@@ -11,6 +11,8 @@ The four samplers differ in three choices only:
   LEPA's chained trials one at a time. A question starts no new round once `max_accepted` are kept. STaR and LEPA
   keep one trajectory per question (the config refuses more), so STaR's hint follows only a failed unhinted try.
 Per-trial seeds come from (seed, iteration, question id, trial, stage), so a resumed run repeats an uninterrupted one.
+A budget (`max_tokens`, generated tokens) is checked before every engine call: once spent, no call starts, so the
+overshoot is at most the last call; trials that spent tokens but did not finish are recorded as rejected ("budget").
 """
 
 from __future__ import annotations
@@ -135,10 +137,17 @@ class _Run:
     seed: int
     method: str
     demos: list[dict] = field(default_factory=list)  # worked demonstrations before every conversation
+    spent: int = 0  # generated tokens of this iteration so far (resumed records included), against cfg.max_tokens
+
+    @property
+    def exhausted(self) -> bool:
+        return self.cfg.max_tokens is not None and self.spent >= self.cfg.max_tokens
 
     def generate(self, items: list[_Trial], messages: list[list[dict]], stage: str, max_new_tokens: int,
                  stop: tuple[str, ...] = ()) -> list[str]:
         """One engine call, one sample per trial; its tokens and a share of its wall time go to each trial."""
+        if self.exhausted:
+            raise _BudgetSpent
         reqs = [
             Request(messages=self.demos + m, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                     max_new_tokens=max_new_tokens, seed=request_seed(self.seed, f"{it.q.ex.id}/t{it.trial}", f"{self.iteration}:{stage}"), stop=stop)
@@ -150,6 +159,7 @@ class _Run:
         for it, c in zip(items, done):
             it.tokens_in += c.prompt_tokens
             it.tokens_out += c.samples[0].tokens
+            self.spent += c.samples[0].tokens
             it.seconds += share
             it.finish = c.samples[0].finish_reason
             it.truncated |= stage != "reflect" and c.samples[0].finish_reason == "length"  # reflections aren't trained on
@@ -160,9 +170,18 @@ class _Run:
         return with_hint(ex.question, ex.gold, self.task.answer_type) if it.hint else ex.question
 
     def round(self, active: list[_Question]) -> None:
-        """Advance every active question by its pending trials: reflect (LEPA), plan (natural), solve."""
+        """Advance every active question by its pending trials. Once the budget is spent no engine call starts:
+        trials that already spent tokens are recorded as rejected ("budget"), so their tokens count."""
+        items = [_Trial(q, t, _hinted(self.cfg.kind, q)) for q in active for t in q.pending(self.cfg)]
+        try:
+            self._advance(items)
+        except _BudgetSpent:
+            append(self.out, [self.record(it, "budget") for it in items
+                              if (it.tokens_in or it.tokens_out) and it.trial not in it.q.done])
+
+    def _advance(self, items: list[_Trial]) -> None:
+        """Advance trials: reflect (LEPA), plan (natural), solve."""
         at, cfg = self.task.answer_type, self.cfg
-        items = [_Trial(q, t, _hinted(cfg.kind, q)) for q in active for t in q.pending(cfg)]
 
         # LEPA reflects on the last solution if it was wrong; a trial with none to reflect on (the first, one after a
         # correct but rejected solution, or one after only malformed code plans) starts afresh
@@ -292,6 +311,10 @@ class _Bar:
         return self.progress.__exit__(*exc)
 
 
+class _BudgetSpent(Exception):
+    """The iteration's generated-token budget is spent: no further engine call."""
+
+
 def _shown_gold(ex: Example, answer_type: str) -> str:
     return f"({ex.gold})" if answer_type == "choice" else ex.gold
 
@@ -314,9 +337,10 @@ def run_sampler(cfg: SamplerConfig, engine: Engine, task: Task, examples: Sequen
 
     demos = plans.demo_messages(task.demos(cfg.demos) if cfg.demos else [], cfg.plan_format, task.answer_type)
     with open_for_append(out_path) as out, _Bar(progress, questions.values(), cfg) as bar:
-        run = _Run(cfg, engine, task, out, iteration, seed, method, demos)
+        run = _Run(cfg, engine, task, out, iteration, seed, method, demos,
+                   spent=sum(r["tokens_out"] for q in questions.values() for r in q.done.values()))
         queue, active = deque(q for q in questions.values() if q.pending(cfg)), []
-        while queue or active:
+        while (queue or active) and not run.exhausted:
             while queue and len(active) < cfg.chunk_size:
                 active.append(queue.popleft())
             run.round(active)

@@ -41,6 +41,9 @@ class SearchConfig(StrictModel):
     max_new_tokens: int = Field(256, ge=1)  # per action (a step, or the whole solution)
     demos: int = Field(0, ge=0)  # worked demonstrations in the prompt (weak models), from Task.demos
     trees_per_batch: int = Field(64, ge=1)  # trees advanced together; each batch is written when done (resume unit)
+    max_tokens: int | None = Field(None, ge=1)  # budget: generated tokens of this search; no expansion round starts
+    # once they are spent (the round in flight finishes: at most one engine call over). Trees searched so far are
+    # kept as they are, questions not reached get no tree. A CPL run carries a round's unspent share to the next
 
 
 class SearchStats(StrictModel):
@@ -55,6 +58,8 @@ class SearchStats(StrictModel):
     nodes: int = 0
     solved: int = 0  # trees with at least one correct solution
     seconds: float = 0.0
+    tokens_in: int = 0  # prompt tokens of this process's engine calls (not of resumed trees)
+    budget_spent: bool = False  # the search stopped at search.max_tokens
 
 
 def _seed(seed: int, question_id: str, node_id: int) -> int:
@@ -88,6 +93,7 @@ def advance(engine, task, batch: Sequence[tuple[Example, Tree]], cfg: SearchConf
         return
     completions = engine.generate(requests, progress=False)
     stats.engine_calls += 1
+    stats.tokens_in += sum(c.prompt_tokens for c in completions)
     stats.expansions += len(requests)
     solutions, to_value, evaluated = [], [], []
     for (example, tree, leaf, messages), completion in zip(expand, completions):
@@ -143,14 +149,23 @@ def run_search(engine, task, examples: Sequence[Example], cfg: SearchConfig, *, 
     demos = task.demos(cfg.demos) if cfg.demos else ()
     todo = [e for e in examples if e.id not in done]
     size = cfg.trees_per_batch if batched else 1
+    spent = sum(t.tokens for t in done.values())
+
+    def exhausted(batch=()) -> bool:
+        return cfg.max_tokens is not None and spent + sum(t.tokens for _, t in batch) >= cfg.max_tokens
+
     for i in range(0, len(todo), size):
+        if exhausted():
+            break
         batch = [(e, Tree(e.id)) for e in todo[i: i + size]]
-        while any(t.iterations < cfg.iterations for _, t in batch):
+        while any(t.iterations < cfg.iterations for _, t in batch) and not exhausted(batch):
             advance(engine, task, batch, cfg, stats, value_fn, demos, seed)
+        spent += sum(t.tokens for _, t in batch)
         done.update((tree.question_id, tree) for _, tree in batch)
         if out is not None:  # replaced atomically: a kill leaves the previous batches intact
             write_jsonl(out, (t.to_json() for t in done.values()))
-    trees = [done[e.id] for e in examples]
+    stats.budget_spent = exhausted()
+    trees = [done[e.id] for e in examples if e.id in done]  # with a budget, questions never reached have no tree
     stats.questions, stats.nodes = len(trees), sum(len(t.nodes) for t in trees)
     stats.iterations = sum(t.iterations for t in trees)
     stats.solved = sum(any(n.reward == 1.0 for n in t.nodes) for t in trees)
