@@ -199,6 +199,21 @@ def run(
 
 
 @app.command()
+def study(
+    study_file: Path = typer.Argument(..., help="A study YAML, or a built-in study's name (quickstart, gsm8k)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. budget=20000 output=runs/s."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Run (or resume) a study: every arm at one generated-token budget; writes study.json, table.md and plots."""
+    from forethought.study import run_study
+
+    result = run_study(study_file, overrides or [], progress=not quiet)
+    out.print(result["table_markdown"], markup=False, highlight=False)
+    out.print(f"study directory: {result['output']}  (HTML report: forethought report {result['output']})",
+              markup=False, highlight=False)
+
+
+@app.command()
 def compare(runs: list[Path] = typer.Argument(..., help="Run directories to compare.")):
     """Compare runs: method, accuracy before and after with 95% CI, trials, tokens, acceptance."""
     from forethought.report.compare import compare_runs, compare_table

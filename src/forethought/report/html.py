@@ -349,7 +349,12 @@ def figures(plots: list[tuple[str | None, str]]) -> str:
 
 def write_report(run_dir: Path, out: Path | None = None, others: list[Path] | tuple = ()) -> Path:
     """Write the run's report as one HTML file with everything inline (default RUN/report.html); with `others`
-    (more run directories), a comparison section puts every run's accuracy against generated tokens on one axis."""
+    (more run directories), a comparison section puts every run's accuracy against generated tokens on one axis.
+    A study directory gets the study page (forethought.study.report)."""
+    from forethought.study.report import is_study_dir, write_study_report
+
+    if is_study_dir(Path(run_dir)) and not others:
+        return write_study_report(Path(run_dir), out)
     run = read_run(run_dir)
     compared = [run, *(read_run(d) for d in others)]
     out = check_output_file(Path(out) if out is not None else run.path / "report.html", "report file")

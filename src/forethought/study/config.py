@@ -1,0 +1,73 @@
+"""The typed study file: arms (a recipe plus dotted overrides each), one generated-token budget for every arm,
+seeds, the task every arm trains and is evaluated on, transfer tasks, and the baseline arm."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from forethought.config import OutputDir, StrictModel
+from forethought.runs.config import EvalSettings, TaskSettings
+
+ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class ArmConfig(StrictModel):
+    """One arm: a `run` or `cpl` recipe (a file, or a built-in recipe's name) and overrides on top of it."""
+
+    name: str = Field(pattern=ARM_NAME)
+    recipe: str
+    kind: Literal["run", "cpl"] | None = None  # default: run when the recipe has a `method`, else cpl
+    overrides: dict[str, Any] = {}  # dotted key -> value, e.g. {sampler.kind: star, iterations: 0}
+    note: str = ""  # one line for the table (what the arm is)
+
+
+class TransferTask(StrictModel):
+    """An extra evaluation task: every arm's final model is also evaluated on it (no training on it)."""
+
+    name: str  # a built-in task or a custom task .yaml
+    data: str | None = None
+    options: dict = {}
+    split: str | None = None  # default: the task's test split
+    limit: int | None = Field(None, ge=1)
+
+
+class StudyConfig(StrictModel):
+    """Arms compared at one budget of generated tokens (sampling, search or rollouts; evaluation not counted)."""
+
+    budget: int = Field(ge=1)  # generated tokens per arm and seed, split over its iterations in equal shares
+    seeds: list[int] = Field([0], min_length=1)
+    model: str | None = None  # when set, every arm uses this model
+    task: TaskSettings  # every arm trains on this task and is evaluated on its eval split
+    eval: EvalSettings | None = None  # when set, every arm evaluates with these settings
+    transfer: dict[str, TransferTask] = {}  # label -> extra evaluation task of every arm's final model
+    baseline: str  # the arm every other arm is compared with (paired, over the same test questions)
+    arms: list[ArmConfig] = Field(min_length=1)
+    parallel: int = 1  # arms at a time; only 1 (one after another on this machine) is implemented
+    output: OutputDir
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds} repeat a seed")
+        return seeds
+
+    @field_validator("parallel")
+    @classmethod
+    def _one_at_a_time(cls, parallel: int) -> int:
+        if parallel != 1:
+            raise ValueError(f"parallel is {parallel}, but only parallel: 1 is implemented (arms run one after "
+                             "another on this machine; spreading them over Ray replicas or GPUs is not); set "
+                             "parallel: 1, or give each arm's engine replicas (engine.replicas) to use more devices")
+        return parallel
+
+    @model_validator(mode="after")
+    def _arms(self) -> StudyConfig:
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        if self.baseline not in names:
+            raise ValueError(f"baseline '{self.baseline}' is not an arm (arms: {', '.join(names)})")
+        return self

@@ -1,0 +1,237 @@
+"""Run (or resume) a study: every arm x seed is an ordinary run or CPL directory, STUDY/arms/NAME/seed_S, made by
+the existing pipelines with the study's budget passed down as overrides; the study directory itself is a stage
+runner directory (config snapshot, manifest), so a killed study resumes each arm where its own manifest stopped
+and never reruns a finished one.
+
+The budget B (generated tokens per arm and seed) is split into equal shares over an arm's iterations (CPL: its
+rounds): `sampler.max_tokens` (EM samplers), `learner.max_tokens` (GRPO rollouts) or `search.max_tokens` (CPL)
+= B // T. A run carries what an iteration leaves unspent, or overshot, to the next, so an arm generates at most B
+plus one engine call. An arm with no iterations (no training) spends nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from forethought.catalog import resolve_recipe
+from forethought.config import load_config, load_yaml, validate
+from forethought.errors import UserError
+from forethought.runs.stages import StageRunner
+from forethought.study.config import ArmConfig, StudyConfig
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+
+
+# ---------------------------------------------------------------- finding study files
+
+
+def study_names() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+
+
+def resolve_study(spec: str | Path) -> Path:
+    """An existing file as it is; otherwise the built-in study of that name (quickstart, quickstart.yaml,
+    studies/quickstart.yaml); otherwise one error listing the built-in studies."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise UserError(f"study '{spec}' is a directory; give a study .yaml file or a built-in study name")
+    name = str(spec).removeprefix("studies/")
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if "/" not in name and "\\" not in name and (STUDIES_DIR / f"{name}.yaml").is_file():
+        return STUDIES_DIR / f"{name}.yaml"
+    raise UserError(f"no study file '{spec}' and no built-in study named '{name}'; built-in studies: "
+                    f"{', '.join(study_names())}")
+
+
+def load_study(spec: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:
+    path = resolve_study(spec)
+    return load_config(StudyConfig, path, list(overrides)), path
+
+
+# ---------------------------------------------------------------- arm configs
+
+
+def _set(data: dict, key: str, value: Any, where: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{where}: override '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def arm_kind(arm: ArmConfig, recipe: dict) -> str:
+    return arm.kind or ("run" if "method" in recipe else "cpl")
+
+
+def iterations_of(cfg) -> int:
+    """How many budget shares an arm's config has: a run's iterations, a CPL run's rounds."""
+    return cfg.rounds if hasattr(cfg, "rounds") else cfg.iterations
+
+
+def budget_key(cfg) -> str:
+    """The setting that carries an arm's per-iteration budget."""
+    if hasattr(cfg, "rounds"):
+        return "search.max_tokens"
+    return "learner.max_tokens" if getattr(cfg.learner, "kind", "sft") == "grpo" else "sampler.max_tokens"
+
+
+def max_call_tokens(cfg) -> int:
+    """The most tokens one engine call of an arm's training-time generation can produce (the allowed overshoot)."""
+    if hasattr(cfg, "rounds"):
+        s = cfg.search
+        return s.trees_per_batch * max(s.root_children, s.children) * s.max_new_tokens
+    if getattr(cfg.learner, "kind", "sft") == "grpo":
+        g = cfg.learner
+        return g.questions_per_step * g.num_generations * g.max_completion_length
+    s = cfg.sampler
+    block = 1 if s.kind == "lepa" else s.max_accepted
+    return s.chunk_size * block * max(s.max_new_tokens, s.plan_max_new_tokens)
+
+
+class Study:
+    """One study directory: its arms' configs (all validated before anything runs), then arm after arm."""
+
+    def __init__(self, cfg: StudyConfig, source: str | Path, *, progress: bool = True):
+        self.cfg, self.source, self.progress = cfg, Path(source), progress
+        self.root = Path(cfg.output)
+        self.arms: dict[tuple[str, int], Any] = {}
+        self.kinds: dict[str, str] = {}
+        for arm in cfg.arms:
+            for seed in cfg.seeds:
+                self.kinds[arm.name], self.arms[arm.name, seed] = self.arm_config(arm, seed)
+        self.stages = StageRunner(self.root, cfg, progress=progress)
+
+    def arm_dir(self, name: str, seed: int) -> Path:
+        return self.root / "arms" / name / f"seed_{seed}"
+
+    def _recipe_path(self, spec: str) -> Path:
+        """A recipe file as given, or beside the study file, or a built-in recipe's name."""
+        beside = self.source.parent / spec
+        if not Path(spec).expanduser().is_file() and beside.is_file():
+            return beside
+        return resolve_recipe(spec)
+
+    def arm_config(self, arm: ArmConfig, seed: int):
+        """The arm's recipe with its overrides, then what the study fixes for every arm: task, model, evaluation,
+        seed, output and the budget share."""
+        from forethought.cpl import CplConfig
+        from forethought.runs.config import RunConfig
+
+        where = f"{self.source} arm '{arm.name}'"
+        path = self._recipe_path(arm.recipe)
+        data = load_yaml(path)
+        kind = arm_kind(arm, data)
+        fixed = {"task": "task", "seed": "seeds", "output": "output"}
+        if self.cfg.model is not None:
+            fixed["model"] = "model"
+        if self.cfg.eval is not None:
+            fixed["eval"] = "eval"
+        for key, value in arm.overrides.items():
+            head = key.split(".")[0]
+            if head in fixed:
+                raise UserError(f"{where}: '{key}' is set by the study for every arm (its `{fixed[head]}`); "
+                                "remove it from the arm's overrides")
+            if key in ("sampler.max_tokens", "search.max_tokens", "learner.max_tokens"):
+                raise UserError(f"{where}: '{key}' is set from the study's budget; remove it from the arm's overrides")
+            _set(data, key, value, where)
+        data["task"] = self.cfg.task.model_dump()
+        if self.cfg.model is not None:
+            data["model"] = self.cfg.model
+        if self.cfg.eval is not None:
+            data["eval"] = self.cfg.eval.model_dump()
+        data["seed"], data["output"] = seed, str(self.arm_dir(arm.name, seed))
+        model = RunConfig if kind == "run" else CplConfig
+        cfg = validate(model, data, f"{where} ({path})")
+        shares = iterations_of(cfg)
+        if shares:
+            share = self.cfg.budget // shares
+            if share < 1:
+                raise UserError(f"{self.source}: budget {self.cfg.budget} is less than one token per iteration of "
+                                f"arm '{arm.name}' ({shares} iterations); raise the budget")
+            _set(data, budget_key(cfg), share, where)
+            cfg = validate(model, data, f"{where} ({path})")
+        return kind, cfg
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> dict:
+        from forethought.study.results import write_results
+
+        with self.stages:
+            for arm in self.cfg.arms:
+                for seed in self.cfg.seeds:
+                    self.stages.stage(f"arms/{arm.name}/seed_{seed}", lambda: self.run_arm(arm.name, seed))
+                    for label in self.cfg.transfer:
+                        self.stages.stage(f"transfer/{arm.name}/seed_{seed}/{label}",
+                                          lambda: self.transfer(arm.name, seed, label))
+        return write_results(self)
+
+    def run_arm(self, name: str, seed: int) -> None:
+        """The arm's own pipeline; it resumes from its own manifest when a killed study runs again."""
+        cfg = self.arms[name, seed]
+        if self.kinds[name] == "run":
+            from forethought.runs.loop import Runner
+
+            Runner(cfg, progress=self.progress).run()
+        else:
+            from forethought.cpl import CplRun
+
+            CplRun(cfg, progress=self.progress).run()
+
+    def final_model(self, name: str, seed: int) -> tuple[str, str]:
+        """(model, plan format) of the arm's final model: the last trained iteration's checkpoint, CPL's last
+        Step-APO policy; the base model when nothing was trained."""
+        import json
+
+        cfg, d = self.arms[name, seed], self.arm_dir(name, seed)
+        if self.kinds[name] == "cpl":
+            k = cfg.rounds
+            ckpt = d / f"r{k}" / "apo" / "checkpoint"
+            return (str(ckpt) if ckpt.is_dir() else cfg.model), "steps"
+        grpo = getattr(cfg.learner, "kind", "sft") == "grpo"
+        fmt = cfg.learner.plan_format if grpo else cfg.sampler.plan_format
+        manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))["stages"]
+        for t in range(cfg.iterations, 0, -1):
+            if manifest.get(f"iter_{t:03d}/train") == "done":
+                return str(d / f"iter_{t:03d}" / "checkpoint"), fmt
+        return cfg.model, fmt
+
+    def transfer_dir(self, name: str, seed: int, label: str) -> Path:
+        return self.root / "transfer" / label / name / f"seed_{seed}"
+
+    def transfer(self, name: str, seed: int, label: str) -> None:
+        """Evaluate the arm's final model on transfer task `label` with the arm's own evaluation settings."""
+        from forethought.engines import close_engine, get_engine
+        from forethought.evaluate import evaluate
+        from forethought.tasks import get_task
+
+        t, cfg = self.cfg.transfer[label], self.arms[name, seed]
+        task = get_task(t.name, **t.options)
+        questions = task.load(t.data, split=t.split, limit=t.limit)
+        if not questions:
+            raise UserError(f"{self.source}: transfer task '{label}' ({t.name}) has no questions; check its "
+                            "data/split")
+        model, fmt = self.final_model(name, seed)
+        e = cfg.eval
+        engine = get_engine(cfg.engine.kind, model, **cfg.engine.options())
+        try:
+            result = evaluate(engine, task, questions, model_name=model, plan_format=fmt, n=e.n,
+                              temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
+                              plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot, seed=seed,
+                              progress=self.progress)
+        finally:
+            close_engine(engine)
+        result.write(self.transfer_dir(name, seed, label))
+
+
+def run_study(spec: str | Path, overrides: list[str] = (), *, progress: bool = True) -> dict:
+    """Load a study file (or built-in study name) with dotted overrides and run or resume it; returns study.json."""
+    cfg, path = load_study(spec, overrides)
+    return Study(cfg, path, progress=progress).run()
