@@ -183,6 +183,9 @@ def test_wheel_ships_every_recipe_and_builds_without_warnings(installed):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(Path(n).stem for n in names if n.startswith("forethought/recipes/") and n.endswith(".yaml"))
     assert shipped == catalog.recipe_names()  # a file added to the folder is shipped without listing it anywhere
+    studies = sorted(Path(n).stem for n in names if n.startswith("forethought/studies/") and n.endswith(".yaml"))
+    assert studies == sorted(p.stem for p in (REPO / "src" / "forethought" / "studies").glob("*.yaml"))
+    assert "quickstart" in studies
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: Apache-2.0" in metadata and f"Version: {__version__}" in metadata
     warnings = re.findall(r"\b[A-Z]\w*Warning\b.*", log)
