@@ -28,6 +28,7 @@ from forethought.plans import code
 from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.runs.config import EngineSettings
 from forethought.runs.stages import StageRunner
+from forethought.tracking import Backend, example_rows
 
 Variant = Literal["code", "none"]
 
@@ -70,6 +71,7 @@ class CodePlanConfig(StrictModel):
     variants: list[Variant] = ["code", "none"]
     eval_base: bool = False  # also evaluate the untrained model with each variant's prompts
     seed: int = 0
+    report_to: list[Backend] = []  # tracking backends (tracking.py): tensorboard, wandb, mlflow, trackio
     output: OutputDir
 
 
@@ -128,6 +130,10 @@ class CodePlanRun:
                                              answer_field="answer"))
         annotate(self.stages.engine(self.cfg.annotator), cfg, out, model_name=self.cfg.annotator,
                  progress=self.progress)
+        self.stages.log_metrics(0, _load(sidecar(out, "stats.json")), prefix="annotation")
+        self.stages.log_table(0, "examples/annotated", [
+            {"question": r.get("prompt"), "plan": r.get("plan"), "solution": r.get("response"), "verdict": "kept"}
+            for _, r in list(read_jsonl(out))[:5]])
 
     def _task_corpus(self) -> list[dict]:
         from forethought.tasks import get_task
@@ -167,6 +173,8 @@ class CodePlanRun:
                               plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed,
                               progress=self.progress)
             result.write(self.root / (name or variant) / "eval")
+            self.stages.log_metrics(0, result.summary, prefix=f"eval/{name or variant}")
+            self.stages.log_table(0, f"examples/{name or variant}", example_rows(result.records))
 
         self.stages.stage(f"eval_{name or variant}", run)
 

@@ -30,6 +30,7 @@ from forethought.report.tree import trees_html
 from forethought.runs.config import EngineSettings, EvalSettings, TaskSettings
 from forethought.runs.stages import StageRunner
 from forethought.search import ExtractConfig, SearchConfig, Tree, extract, run_search
+from forethought.tracking import Backend, example_rows
 
 
 class CplConfig(StrictModel):
@@ -50,6 +51,7 @@ class CplConfig(StrictModel):
     eval: EvalSettings = EvalSettings()
     eval_base: bool = True
     seed: int = 0
+    report_to: list[Backend] = []  # tracking backends (tracking.py): tensorboard, wandb, mlflow, trackio
     output: OutputDir
 
 
@@ -121,6 +123,8 @@ class CplRun:
                 trees_html(trees, {e.id: e.question for e in self.train_q}, f"CPL round {k}"), encoding="utf-8")
             write_json(d / "search.json", {**stats.model_dump(), "sft_rows": len(sft), "pairs": len(pairs),
                                            "value_rows": len(values)})
+            self.stages.log_metrics(k, {**stats.model_dump(), "sft_rows": len(sft), "pairs": len(pairs),
+                                        "value_rows": len(values)}, prefix="search")
 
         self.stages.stage(f"r{k}/search", run)
 
@@ -146,6 +150,9 @@ class CplRun:
                               max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens,
                               fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress)
             result.write(self.root / "eval" / name)
+            step = 0 if name == "base" else int(name[1:].split("_")[0])  # the round (r2_apo -> 2)
+            self.stages.log_metrics(step, result.summary, prefix=f"eval/{name}")
+            self.stages.log_table(step, f"examples/{name}", example_rows(result.records))
 
         self.stages.stage(f"eval/{name}", run)
 

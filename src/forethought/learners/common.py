@@ -22,6 +22,7 @@ from pydantic import Field
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
+from forethought.tracking import trainer_report_to, trainer_run_args
 
 __all__ = ["DistributedSettings", "LoraSettings", "TrainStats", "checkpointing_key", "device_dtype", "gather_sum",
            "lora_config", "partial_dir", "publish", "quiet", "save_merged", "stats", "trainer_kwargs", "world_size"]
@@ -90,11 +91,13 @@ def checkpointing_key(args_class) -> str:
 
 def trainer_kwargs(cfg, output_dir: Path, *, seed: int, max_steps: int | None, progress: bool, cuda: bool) -> dict:
     """TrainingArguments every learner passes: no checkpoints mid-run, logging every step, bf16 only on CUDA, no
-    reporting unless configured; `cfg.batch_size` is the global batch, split over the processes."""
+    reporting unless configured (the learner's report_to plus its run's, tracking.py); `cfg.batch_size` is the global
+    batch, split over the processes."""
     return dict(
         output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=max_steps or cfg.max_steps or -1, per_device_train_batch_size=max(1, cfg.batch_size // world_size()),
-        report_to=getattr(cfg, "report_to", "none"), seed=seed, data_seed=seed, bf16=cuda, use_cpu=not cuda,
+        report_to=trainer_report_to(getattr(cfg, "report_to", "none")), **trainer_run_args(), seed=seed,
+        data_seed=seed, bf16=cuda, use_cpu=not cuda,
         save_strategy="no", logging_steps=1, disable_tqdm=not progress, dataloader_num_workers=0,
     )
 

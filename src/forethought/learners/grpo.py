@@ -30,6 +30,7 @@ from forethought.errors import UserError
 from forethought.learners.common import (DistributedSettings, LoraSettings, checkpointing_key, device_dtype,
                                          lora_config, partial_dir, quiet, save_merged)
 from forethought.learners.rewards import ONE_PASS, RewardSettings, TaskReward
+from forethought.tracking import trainer_report_to, trainer_run_args
 
 __all__ = ["GRPOConfig", "NATURAL_REFUSED", "rollout_messages", "train_grpo_iteration"]
 
@@ -242,7 +243,8 @@ def _trl_args(cfg: GRPOConfig, trainer_dir: Path, *, seed: int, max_steps: int, 
             mask_truncated_completions=cfg.mask_truncated_completions, lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, seed=seed, data_seed=seed,
-            report_to=cfg.report_to, bf16=cuda, use_cpu=not cuda, disable_tqdm=not progress,
+            report_to=trainer_report_to(cfg.report_to), **trainer_run_args(), bf16=cuda, use_cpu=not cuda,
+            disable_tqdm=not progress,
             dataloader_num_workers=0, log_completions=False, use_vllm=cfg.rollout == "vllm",
             **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
                if cfg.rollout == "vllm" else {}),

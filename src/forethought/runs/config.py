@@ -11,6 +11,7 @@ from forethought.engines.settings import EngineSettings
 from forethought.learners.grpo import GRPOConfig
 from forethought.learners.sft import SFTConfig
 from forethought.samplers.config import SamplerConfig
+from forethought.tracking import Backend
 
 
 class RunLearner(SFTConfig):
@@ -75,4 +76,5 @@ class RunConfig(StrictModel):
     eval: EvalSettings = EvalSettings()
     iterations: int = Field(2, ge=0)  # a finished run resumed with more iterations carries on
     seed: int = 0
+    report_to: list[Backend] = []  # tracking backends (tracking.py): tensorboard, wandb, mlflow, trackio
     output: OutputDir

@@ -20,6 +20,7 @@ from forethought.runs.config import RunConfig
 from forethought.runs.stages import StageRunner
 from forethought.samplers import read_records, run_sampler, training_rows
 from forethought.tasks import get_task
+from forethought.tracking import example_rows
 
 
 _FIXED_SERVER = (
@@ -162,12 +163,16 @@ class Runner:
         )
         result.write(self.iter_dir(t) / "eval")
 
+        examples = []  # a few accepted and rejected trajectories of this iteration, for the tracking backends
         if not t:
             sampled = {}
         elif self.grpo:
             sampled = rollout_metrics(self.iter_dir(t) / "rollouts.jsonl")
+            if (self.iter_dir(t) / "rollouts.jsonl").is_file():
+                examples = example_rows(read_records(self.iter_dir(t) / "rollouts.jsonl"))
         else:
-            sampled = sampling_metrics(read_records(self.iter_dir(t) / "samples.jsonl"))
+            records = read_records(self.iter_dir(t) / "samples.jsonl")
+            sampled, examples = sampling_metrics(records), example_rows(records)
         previous = json.loads((self.iter_dir(t - 1) / "metrics.json").read_text()) if t else {}
         s = result.summary
         seconds = self.stages.seconds
@@ -195,6 +200,8 @@ class Runner:
             delta, ci = paired_delta_ci(correct_by_question(base), correct_by_question(result.records))
             metrics.update(delta_vs_base=delta, delta_ci95=list(ci))
         write_json(self.iter_dir(t) / "metrics.json", metrics)
+        self.stages.log_metrics(t, metrics)
+        self.stages.log_table(t, "examples", examples)
         rows = [json.loads(p.read_text()) for p in self.root.glob("iter_*/metrics.json")]
         write_jsonl(self.root / "metrics.jsonl", sorted(rows, key=lambda r: r["iteration"]))
 

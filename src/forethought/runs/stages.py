@@ -9,6 +9,7 @@ without running again. Half-written outputs (`.NAME.partial-*` siblings) are rem
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import shutil
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from forethought.engines import close_engine, get_engine
 from forethought.errors import UserError
 from forethought.jsonl import write_json
+from forethought.tracking import Tracker
 
 CONFIG, MANIFEST = "config.yaml", "manifest.json"
 FIXED_SERVER = (
@@ -44,13 +46,14 @@ def _flatten(data, prefix: str = "") -> dict:
 
 def changed_keys(previous: dict, current: dict, growable: Iterable[str] = (),
                  defaults: Iterable[str] = ()) -> list[str]:
-    """Dotted keys whose values differ, except `output` (where the run is), growable counts that only grew, and
+    """Dotted keys whose values differ, except `output` (where the run is) and `report_to` (where it is tracked),
+    growable counts that only grew, and
     settings the previous snapshot lacks that are at their defaults now (added to the recipe type since)."""
     old, new, defaults = _flatten(previous), _flatten(current), set(defaults)
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if key == "output" or a == b or (key not in old and key in defaults):
+        if key in ("output", "report_to") or a == b or (key not in old and key in defaults):  # (tracking only)
             continue
         if key in growable and isinstance(a, int) and isinstance(b, int) and b >= a:
             continue
@@ -121,6 +124,8 @@ class StageRunner:
     def __init__(self, root: str | Path, config: BaseModel, *, engine_settings=None, growable: Iterable[str] = (),
                  progress: bool = True):
         self.root = Path(root)
+        # report_to: the tracking backends (tracking.py), opened on entering the runner, closed on leaving it
+        self.tracker = Tracker(self.root, getattr(config, "report_to", []), config.model_dump(mode="json"))
         snapshot_config(self.root, config, growable)
         self.settings, self.progress = engine_settings, progress
         path = self.root / MANIFEST
@@ -170,12 +175,14 @@ class StageRunner:
         start = time.perf_counter()
         reset_peak_rss()
         try:
-            status = fn()
+            with self.tracker.training(name) if trains else contextlib.nullcontext():
+                status = fn()
         finally:
             if (peak := peak_rss_mb()) is not None:  # the stage's peak resident memory, kept over attempts
                 peaks = self.manifest.setdefault("peak_rss_mb", {})
                 peaks[name] = max(peaks.get(name, 0), peak)
             self.add_seconds(name, time.perf_counter() - start)
+            self.tracker.log_stage_seconds(name, self.manifest["seconds"][name])
         self.mark(name, status if isinstance(status, str) else "done")
         return True
 
@@ -198,8 +205,21 @@ class StageRunner:
         del engine
         gc.collect()
 
+    # ---------------------------------------------------------------- tracking
+    def log_metrics(self, step: int, metrics: dict, prefix: str = "iter") -> None:
+        """A pipeline's numbers at `step` (iteration or round) into the run's tracking backends, if any."""
+        self.tracker.log_metrics(step, metrics, prefix)
+
+    def log_table(self, step: int, name: str, rows: list[dict]) -> None:
+        """Example trajectories (question, plan, reflection, solution, verdict) at `step` into the backends."""
+        self.tracker.log_table(step, name, rows)
+
     def __enter__(self):
+        self.tracker.open()
         return self
 
     def __exit__(self, *exc):
-        self.release_engine()
+        try:
+            self.release_engine()
+        finally:
+            self.tracker.close()

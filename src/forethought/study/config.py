@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from forethought.config import OutputDir, StrictModel
 from forethought.runs.config import EvalSettings, TaskSettings
+from forethought.tracking import Backend
 
 ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -45,6 +46,7 @@ class StudyConfig(StrictModel):
     baseline: str  # the arm every other arm is compared with (paired, over the same test questions)
     arms: list[ArmConfig] = Field(min_length=1)
     parallel: int = 1  # arms at a time; only 1 (one after another on this machine) is implemented
+    report_to: list[Backend] = []  # when set, every arm's run is tracked there (tracking.py)
     output: OutputDir
 
     @field_validator("seeds")

@@ -148,6 +148,8 @@ class Study:
         if self.cfg.eval is not None:
             data["eval"] = self.cfg.eval.model_dump()
         data["seed"], data["output"] = seed, str(self.arm_dir(arm.name, seed))
+        if self.cfg.report_to:
+            data["report_to"] = list(self.cfg.report_to)
         model = RunConfig if kind == "run" else CplConfig
         cfg = validate(model, data, f"{where} ({path})")
         shares = iterations_of(cfg)
