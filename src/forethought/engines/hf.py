@@ -7,6 +7,8 @@ batch composition, stop strings, finished rows dropped from the batch, and log-p
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import hashlib
 import os
 from collections import deque
@@ -141,6 +143,14 @@ class HFEngine:
         self.eos_ids = set(eos)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0
+
+    def close(self) -> None:
+        """Drop the model and tokenizer (a learner's model lives on with its owner) and give freed memory back to
+        the system; the engine cannot generate afterwards."""
+        self.model = self.tokenizer = None
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed tensors below its mmap threshold resident
 
     def encode(self, request: Request) -> list[int]:
         """Token ids of a request's prompt (chat template applied to messages; an assistant tail is continued)."""

@@ -106,6 +106,17 @@ def reset_peak_rss() -> None:
         pass
 
 
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc malloc_trim; elsewhere nothing): freed tensors below
+    glibc's mmap threshold otherwise stay resident after a stage."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_mb() -> int | None:
     """This process's peak resident memory in MB since the last reset_peak_rss (None where /proc has no VmHWM)."""
     try:
@@ -178,6 +189,8 @@ class StageRunner:
             with self.tracker.training(name) if trains else contextlib.nullcontext():
                 status = fn()
         finally:
+            gc.collect()  # a stage's trainer or engine buffers, held in cycles, go now...
+            release_free_memory()  # ...and the C heap gives them back, so the next stage starts small
             if (peak := peak_rss_mb()) is not None:  # the stage's peak resident memory, kept over attempts
                 peaks = self.manifest.setdefault("peak_rss_mb", {})
                 peaks[name] = max(peaks.get(name, 0), peak)
