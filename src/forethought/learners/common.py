@@ -25,7 +25,7 @@ from forethought.errors import UserError
 from forethought.tracking import trainer_report_to, trainer_run_args
 
 __all__ = ["DistributedSettings", "LoraSettings", "TrainStats", "checkpointing_key", "device_dtype", "gather_sum",
-           "lora_config", "partial_dir", "publish", "quiet", "save_merged", "stats", "trainer_kwargs", "world_size"]
+           "lora_config", "micro_batches", "partial_dir", "publish", "quiet", "save_merged", "stats", "trainer_kwargs", "world_size"]
 
 
 class LoraSettings(StrictModel):
@@ -100,6 +100,35 @@ def trainer_kwargs(cfg, output_dir: Path, *, seed: int, max_steps: int | None, p
         data_seed=seed, bf16=cuda, use_cpu=not cuda,
         save_strategy="no", logging_steps=1, disable_tqdm=not progress, dataloader_num_workers=0,
     )
+
+
+# Padded tokens per training forward pass on CPU. A forward keeps every layer's activations for the backward, about
+# 1.3 MB a token for SmolLM2-135M in fp32: a batch of 8 rows of 300-500 tokens held 5-7 GB. Micro-batches of at
+# most this many tokens, with gradient accumulation, train on the same rows per optimiser step.
+CPU_TRAIN_TOKENS = 1024
+# Tokens per tile of TRL's fused LM head (log-probs without full logits): its CPU fallback keeps several fp32
+# [tokens, 32768] temporaries per tile, 2-3 GB at TRL's 4,096 tokens; 256 keeps them near 200 MB.
+CPU_LOGPROB_TILE = 256
+
+
+def micro_batches(kwargs: dict, cfg, cuda: bool, sequences_per_row: int = 1) -> dict:
+    """Trainer kwargs (trainer_kwargs plus gradient_accumulation_steps) with, on CPU, the per-device batch split into
+    micro-batches of at most CPU_TRAIN_TOKENS tokens (`cfg.max_length` per sequence) and accumulation raised to
+    match, so an optimiser step sees the same rows; also narrows TRL's fused LM head tiles on CPU."""
+    if cuda:
+        return kwargs
+    try:
+        from trl.kernels import chunked_logprob
+
+        chunked_logprob.TOKEN_CHUNK_SIZE = min(chunked_logprob.TOKEN_CHUNK_SIZE, CPU_LOGPROB_TILE)
+    except (ImportError, AttributeError):
+        pass
+    rows = kwargs["per_device_train_batch_size"]
+    micro = max(1, min(rows, CPU_TRAIN_TOKENS // (cfg.max_length * sequences_per_row)))
+    while rows % micro:
+        micro -= 1
+    return {**kwargs, "per_device_train_batch_size": micro,
+            "gradient_accumulation_steps": kwargs.get("gradient_accumulation_steps", 1) * (rows // micro)}
 
 
 @contextlib.contextmanager

@@ -11,8 +11,8 @@ from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.chat_mask import tokenize_chat
 from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
-                                         device_dtype, gather_sum, lora_config, partial_dir, publish, quiet,
-                                         save_merged, stats, trainer_kwargs)
+                                         device_dtype, gather_sum, lora_config, micro_batches, partial_dir, publish,
+                                         quiet, save_merged, stats, trainer_kwargs)
 
 __all__ = ["LoraSettings", "SFTConfig", "TrainStats", "tokenize_chat", "train_sft"]
 
@@ -80,9 +80,9 @@ def _trl_args(cfg: SFTConfig, output_dir: Path, *, seed: int, max_steps: int | N
     """TRL's SFTConfig for our settings (see common.trainer_kwargs; `cfg.batch_size` is the global batch)."""
     from trl import SFTConfig as TrlSFTConfig
 
+    kwargs = trainer_kwargs(cfg, output_dir, seed=seed, max_steps=max_steps, progress=progress, cuda=cuda)
     return TrlSFTConfig(
-        **trainer_kwargs(cfg, output_dir, seed=seed, max_steps=max_steps, progress=progress, cuda=cuda),
-        gradient_accumulation_steps=cfg.grad_accum,
+        **micro_batches({**kwargs, "gradient_accumulation_steps": cfg.grad_accum}, cfg, cuda),
         max_length=cfg.max_length,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps

@@ -23,8 +23,8 @@ from pydantic import Field
 from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
-                                         device_dtype, gather_sum, lora_config, partial_dir, publish, quiet,
-                                         save_merged, stats, trainer_kwargs, world_size)
+                                         device_dtype, gather_sum, lora_config, micro_batches, partial_dir, publish,
+                                         quiet, save_merged, stats, trainer_kwargs, world_size)
 
 __all__ = ["TRL_SUPPORTED", "StepAPOConfig", "check_trl", "margin_offset", "step_apo_loss", "tokenize_pairs",
            "train_step_apo"]
@@ -186,9 +186,10 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
         with partial_dir(output_dir, again="train this stage again") as tmp:
             transformers.set_seed(seed)
             base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            kwargs = trainer_kwargs(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda)
             args = DPOConfig(
-                **trainer_kwargs(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda),
-                gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, beta=cfg.beta,
+                **micro_batches({**kwargs, "gradient_accumulation_steps": cfg.grad_accum}, cfg, cuda, 2),
+                max_length=cfg.max_length, beta=cfg.beta,
                 loss_type=["sigmoid"], precompute_ref_log_probs=True, lr_scheduler_type=cfg.lr_scheduler,
                 warmup_steps=cfg.warmup_ratio, **{checkpointing_key(DPOConfig): cfg.gradient_checkpointing},
             )
