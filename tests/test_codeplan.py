@@ -148,6 +148,8 @@ def test_eval_sampling_settings_reach_the_evaluation(tmp_path, monkeypatch):
     seen = {}
 
     class Result:
+        summary, records = {"accuracy": 0.5}, []
+
         def write(self, out):
             seen["written"] = out
 
