@@ -158,3 +158,43 @@ def test_stage_steps_and_example_rows():
     assert rows[0] == {"question": "q", "plan": "p", "reflection": "", "solution": "s", "verdict": "accepted"}
     rollout = example_rows([{"question_id": "7", "completion": "c", "correct": False, "reward": 0.0}])
     assert rollout == [{"question": "7", "plan": "", "reflection": "", "solution": "c", "verdict": "wrong (reward 0.0)"}]
+
+
+@pytest.mark.skipif("tensorboard" not in AVAILABLE, reason="needs the tensorboard extra")
+@pytest.mark.parametrize("pipeline", ["cpl", "codeplan"])
+def test_cpl_and_codeplan_evaluations_reach_the_tracker(tmp_path, monkeypatch, offline, pipeline):
+    """report_to in a cpl or codeplan recipe: each evaluation's summary and example records land in TensorBoard."""
+    import forethought.evaluate
+    from forethought.config import load_config
+
+    class Result:
+        summary = {"accuracy": 0.25, "n": 4}
+        records = [{"id": "q1", "prompt": "p", "plan": None, "output": "The answer is 3.", "extracted": "3",
+                    "gold": "3", "correct": True}]
+
+        def write(self, out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(forethought.evaluate, "evaluate", lambda engine, task, examples, **kw: Result())
+    monkeypatch.setattr("forethought.runs.stages.get_engine", lambda kind, model, **o: object())
+    recipe = tmp_path / "r.yaml"
+    root = tmp_path / "run"
+    if pipeline == "cpl":
+        from forethought.cpl import CplConfig as Config, CplRun as Run
+
+        recipe.write_text(f"task: {{name: synthetic/arithmetic}}\nreport_to: [tensorboard]\noutput: {root}\n")
+    else:
+        from forethought.codeplan import CodePlanConfig as Config, CodePlanRun as Run
+
+        recipe.write_text("annotate: {input: c.jsonl}\neval: {task: synthetic/arithmetic}\n"
+                          f"report_to: [tensorboard]\noutput: {root}\n")
+    run = Run(load_config(Config, recipe), progress=False)
+    with run.stages:
+        if pipeline == "cpl":
+            run.evaluate("some-model", "base")
+        else:
+            run.evaluate("none", "some-model")
+    name = "base" if pipeline == "cpl" else "none"
+    scalars = tb_scalars(root / "tracking" / "tensorboard" / "run")
+    assert [v for _, v in scalars[f"eval/{name}/accuracy"]] == [0.25]
+    assert any(tag.startswith("examples") for tag in tb_texts(root / "tracking" / "tensorboard" / "run"))
