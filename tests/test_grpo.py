@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from forethought.learners.rewards import RewardSettings, TaskReward, split_compl
 from forethought.runs.config import RunConfig
 from forethought.tasks import get_task
 from forethought.tasks.base import Example
+from test_runs import _kill_when  # the SIGKILL helper the run-loop test uses
 
 pytest.importorskip("trl")
 
@@ -246,20 +246,6 @@ def test_two_step_grpo_run_through_the_cli(tmp_path, warm_model, ones_task):
     assert [p.name for p in (root / "grpo_trainer").glob("checkpoint-*")] == ["checkpoint-2"]
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run finished before the kill point: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("kill point never reached")
-
-
 @pytest.mark.slow
 def test_sigkill_mid_iteration_resumes_from_the_last_checkpoint(tmp_path, warm_model, ones_task):
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
@@ -282,7 +268,7 @@ def test_sigkill_mid_iteration_resumes_from_the_last_checkpoint(tmp_path, warm_m
 
     proc = subprocess.Popen([*cmd, str(recipe), "--quiet"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    _kill_when(proc, after_step_3_rollouts)
+    _kill_when(proc, after_step_3_rollouts, timeout=300)
     assert not (root / "iter_001" / "checkpoint").exists()
     assert "iter_001/train" not in json.loads((root / "manifest.json").read_text())["stages"]
     with open(rollouts, "a") as f:
