@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--command", choices=("run", "cpl", "codeplan", "search"))
-    parser.add_argument("--output", type=Path, help="run directory (default: a fresh one under /tmp; removed first)")
+    parser.add_argument("--output", type=Path, help="run directory (default: out/bench_memory/RECIPE in the repository; removed first)")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between RSS samples")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the child's environment")
     parser.add_argument("--baseline", type=float, help="a reported peak in MB to compare the run's peak with")
@@ -125,7 +125,7 @@ def main() -> None:
     stem = Path(args.recipe).stem
     command = args.command or ("cpl" if stem.startswith("cpl") else "codeplan" if stem.startswith("codeplan")
                                else "run")
-    output = args.output or Path("/tmp/bench_memory") / stem
+    output = args.output or Path(__file__).resolve().parents[1] / "out" / "bench_memory" / stem  # git-ignored
     shutil.rmtree(output, ignore_errors=True)
     env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.env))
     argv = [sys.executable, "-m", "forethought.cli", command, args.recipe, f"output={output}", *args.overrides]
