@@ -38,17 +38,22 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"override '{item}' must look like section.key=value")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"override '{item}': '{part}' is not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        set_dotted(data, key.strip(), yaml.safe_load(raw), f"override '{item}'")
     return data
+
+
+def set_dotted(data: dict, key: str, value, label: str) -> None:
+    """data["a"]["b"] = value for key "a.b", creating missing sections; `label` names the override in errors."""
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{label}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def describe_errors(err: ValidationError, model: type[BaseModel], source: str) -> str:

@@ -30,37 +30,31 @@ _FIXED_SERVER = (
 )
 
 
-def sampling_metrics(records: list[dict]) -> dict:
-    """Trials, tokens and acceptance of one iteration, counted from its samples file."""
-    questions = {r["question_id"] for r in records}
-    solved = {r["question_id"] for r in records if r["accepted"]}
-    accepted = sum(r["accepted"] for r in records)
+def _outcome_counts(rows: list[dict], success: str, tokens: str) -> dict:
+    """Questions, trials, successes (`success` field) and generated tokens (`tokens` field) of one iteration."""
+    questions = {r["question_id"] for r in rows}
+    solved = {r["question_id"] for r in rows if r[success]}
+    succeeded = sum(r[success] for r in rows)
     return {
         "questions": len(questions),
-        "trials": len(records),
-        "accepted": accepted,
+        "trials": len(rows),
+        "accepted": succeeded,
         "acceptance_rate": len(solved) / len(questions) if questions else 0.0,
-        "sample_acceptance": accepted / len(records) if records else 0.0,
-        "tokens_generated": sum(r["tokens_out"] for r in records),
-        "tokens_in": sum(r["tokens_in"] for r in records),
+        "sample_acceptance": succeeded / len(rows) if rows else 0.0,
+        "tokens_generated": sum(r[tokens] for r in rows),
     }
+
+
+def sampling_metrics(records: list[dict]) -> dict:
+    """Trials, tokens and acceptance of one iteration, counted from its samples file."""
+    return {**_outcome_counts(records, "accepted", "tokens_out"), "tokens_in": sum(r["tokens_in"] for r in records)}
 
 
 def rollout_metrics(path: Path) -> dict:
     """GRPO's counterpart of `sampling_metrics`: rollouts, correct ones and generated tokens of one iteration."""
     rows = read_records(path) if path.is_file() else []
-    questions = {r["question_id"] for r in rows}
-    solved = {r["question_id"] for r in rows if r["correct"]}
-    correct = sum(r["correct"] for r in rows)
-    return {
-        "questions": len(questions),
-        "trials": len(rows),
-        "accepted": correct,
-        "acceptance_rate": len(solved) / len(questions) if questions else 0.0,
-        "sample_acceptance": correct / len(rows) if rows else 0.0,
-        "tokens_generated": sum(r["tokens"] for r in rows),
-        "reward_mean": sum(r["reward"] for r in rows) / len(rows) if rows else None,
-    }
+    return {**_outcome_counts(rows, "correct", "tokens"),
+            "reward_mean": sum(r["reward"] for r in rows) / len(rows) if rows else None}
 
 
 class Runner:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from forethought.catalog import resolve_recipe
-from forethought.config import load_config, load_yaml, validate
+from forethought.config import load_config, load_yaml, set_dotted, validate
 from forethought.errors import UserError
 from forethought.runs.stages import StageRunner
 from forethought.study.config import ArmConfig, StudyConfig
@@ -55,16 +55,7 @@ def load_study(spec: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig
 
 
 def _set(data: dict, key: str, value: Any, where: str) -> None:
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UserError(f"{where}: override '{key}': '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
+    set_dotted(data, key, value, f"{where}: override '{key}'")
 
 
 def arm_kind(arm: ArmConfig, recipe: dict) -> str:
