@@ -344,3 +344,75 @@ def test_lora_rollouts_decode_merged_and_leave_the_policy_unmerged(tiny_model_di
     ids = torch.tensor([out["prompt_ids"][0] + out["completion_ids"][0]])
     with torch.no_grad():
         assert not torch.allclose(base(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-3)
+
+
+def _loss_inputs():
+    """A micro-batch of 4 rollouts: rows 0 and 2 of advantage 0, row 0 the longest (so kept rows need fewer
+    completion columns), row 1 left-padded in its prompt."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(5, 200, (4, 5), generator=g)
+    prompt_mask = torch.ones((4, 5), dtype=torch.long)
+    prompt_mask[1, :2] = 0
+    completion_ids = torch.randint(5, 200, (4, 6), generator=g)
+    completion_mask = (torch.arange(6)[None] < torch.tensor([6, 3, 4, 2])[:, None]).long()
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask, "advantages": torch.tensor([0.0, 1.3, 0.0, -0.8]),
+            "num_items_in_batch": completion_mask.sum().float(), "old_per_token_logps": None}
+
+
+def test_rollouts_of_zero_advantage_leave_the_loss_and_gradient_unchanged(tiny_model_dir, tmp_path):
+    """With skip_zero_advantage (dapo, beta 0) the rows whose advantage is 0 never reach the model, and the loss and
+    every gradient are those of TRL's own loss on the whole micro-batch; with none left, one row keeps a zero
+    gradient (as TRL would give) rather than none."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forethought.learners.grpo import GRPOConfig, _trainer_class, _trl_args
+
+    cfg = GRPOConfig(kind="grpo", num_generations=2, questions_per_step=2, lora=None, max_completion_length=6)
+    trainer = _trainer_class()(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=_trl_args(cfg, tmp_path / "trainer", seed=0, max_steps=1, progress=False, cuda=False),
+        train_dataset=datasets.Dataset.from_list([{"prompt": "Say 1."}] * 2),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    model = trainer.model
+    model.train()
+    seen = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+
+    def loss_and_grads(skip: bool, **change):
+        trainer.skip_zero_advantage = skip
+        model.zero_grad(set_to_none=True)
+        loss = trainer._compute_loss(model, {**_loss_inputs(), **change})
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full_loss, full = loss_and_grads(False)
+    kept_loss, kept = loss_and_grads(True)
+    assert seen == [(4, 11), (2, 8)]  # rows 1 and 3 only, completion columns trimmed to their longest (3)
+    assert full_loss != 0 and kept_loss == pytest.approx(full_loss, rel=1e-5, abs=1e-7)
+    assert full.keys() == kept.keys() and any(g.abs().sum() > 0 for g in full.values())
+    for name in full:
+        assert torch.allclose(kept[name], full[name], rtol=1e-4, atol=1e-7), name
+
+    zero_loss, zero = loss_and_grads(True, advantages=torch.zeros(4))
+    assert seen[-1][0] == 1 and zero_loss == 0
+    assert zero.keys() == full.keys() and all(not g.any() for g in zero.values())
+
+
+def test_skip_zero_advantage_only_where_it_is_exact():
+    from forethought.learners.grpo import GRPOConfig, skips_zero_advantage
+
+    assert skips_zero_advantage(GRPOConfig(kind="grpo"))  # dapo, beta 0: on by default
+    assert not skips_zero_advantage(GRPOConfig(kind="grpo", loss_type="grpo"))  # per-row mean: the default yields
+    assert not skips_zero_advantage(GRPOConfig(kind="grpo", beta=0.04))  # the KL term has a gradient on every row
+    assert not skips_zero_advantage(GRPOConfig(kind="grpo", skip_zero_advantage=False))
+    for change in ({"loss_type": "grpo"}, {"loss_type": "dr_grpo"}, {"beta": 0.04}):
+        with pytest.raises(ValueError, match="learner.skip_zero_advantage"):
+            GRPOConfig(kind="grpo", skip_zero_advantage=True, **change)

@@ -43,6 +43,9 @@ NATURAL_REFUSED = (
 )
 
 
+SKIP_EXACT_LOSSES = ("dapo", "cispo")  # normalised by the generation batch's token count, not the micro-batch's
+
+
 class GRPOConfig(StrictModel):
     """`learner:` with `kind: grpo`: TRL's GRPO settings, the schedule across iterations, rewards, LoRA or full."""
 
@@ -66,6 +69,10 @@ class GRPOConfig(StrictModel):
     epsilon_high: float | None = Field(None, gt=0)  # None = epsilon; DAPO: 0.28
     scale_rewards: Literal["group", "batch", "none"] = "group"  # Dr. GRPO: none
     mask_truncated_completions: bool = False
+    # Leave rollouts whose advantage is 0 (every completion of a question equally rewarded) out of the loss's forward
+    # and backward. Applied only where the gradient and loss stay the same: a loss normalised over the whole
+    # generation batch (dapo, cispo) and no KL term (beta 0); DAPO itself filters such groups out
+    skip_zero_advantage: bool = True
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_completion_length: int = Field(256, ge=1)  # plan and answer together for the one-pass plan formats
@@ -99,10 +106,60 @@ class GRPOConfig(StrictModel):
         if self.rewards.leak_penalty and self.plan_format == "none":
             raise ValueError("learner.rewards.leak_penalty checks a plan, but learner.plan_format is none; "
                              "set a plan format (code or steps) or rewards.leak_penalty: 0")
+        if "skip_zero_advantage" in self.model_fields_set and self.skip_zero_advantage and not skips_zero_advantage(self):
+            raise ValueError(f"learner.skip_zero_advantage would change the gradient with loss_type={self.loss_type} "
+                             f"and beta={self.beta}: it is exact only for loss_type {' or '.join(SKIP_EXACT_LOSSES)} "
+                             "with beta 0; remove it or set it to false")
         if self.rollout != "engine" and self.plan_format == "steps":
             raise ValueError(f"learner.rollout={self.rollout} cannot stop at </solution> (plan format steps); "
                              "use rollout: engine")
         return self
+
+
+def skips_zero_advantage(cfg: GRPOConfig) -> bool:
+    """Whether rollouts of advantage 0 are left out of the loss: asked for, and exact for this loss (see the key)."""
+    return cfg.skip_zero_advantage and cfg.loss_type in SKIP_EXACT_LOSSES and cfg.beta == 0
+
+
+def drop_zero_advantage(inputs: dict) -> dict:
+    """A micro-batch without its rows of advantage 0 (one kept if none is left, so a step's gradient is a real zero
+    as before) and without trailing completion columns that no kept row uses. Those rows add exactly 0 to a dapo or
+    cispo loss (normalised by `num_items_in_batch`, the generation batch's tokens) and to its gradient; trailing
+    padding cannot change earlier positions of a causal model."""
+    import torch
+
+    advantages = inputs["advantages"]
+    keep = advantages != 0 if advantages.dim() == 1 else (advantages != 0).any(-1)
+    if bool(keep.all()):
+        return inputs
+    if not bool(keep.any()):
+        keep = keep.clone()
+        keep[0] = True
+    rows, width = len(keep), inputs["completion_ids"].shape[1]
+    out = {k: v[keep] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == rows else v
+           for k, v in inputs.items()}
+    used = out["completion_mask"].any(0).nonzero()
+    trimmed = int(used.max()) + 1 if len(used) else 1
+    if trimmed < width:
+        out = {k: v[:, :trimmed] if (isinstance(v, torch.Tensor) and v.dim() >= 2 and v.shape[1] == width
+                                      and not k.startswith("prompt")) else v
+               for k, v in out.items()}
+    return out
+
+
+def _trainer_class():
+    """TRL's GRPOTrainer, leaving rows of advantage 0 out of the training loss when `skip_zero_advantage` is set."""
+    from trl import GRPOTrainer
+
+    class Trainer(GRPOTrainer):
+        skip_zero_advantage = False
+
+        def _compute_loss(self, model, inputs):
+            if self.skip_zero_advantage and self.model.training:
+                inputs = drop_zero_advantage(inputs)
+            return super()._compute_loss(model, inputs)
+
+    return Trainer
 
 
 # ---------------------------------------------------------------- prompts and rollouts
@@ -317,8 +374,6 @@ def train_grpo_iteration(
     import datasets
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from trl import GRPOTrainer
-
     from forethought.models import resolve_model
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -373,10 +428,11 @@ def train_grpo_iteration(
             args = _trl_args(cfg, trainer_dir, seed=seed, max_steps=total, progress=progress, cuda=cuda)
             rollout = (make_rollout(cfg, seed=seed, stop=stop, engine_options=engine_options)
                        if cfg.rollout == "engine" else None)
-            trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=args, train_dataset=dataset,
+            trainer = _trainer_class()(model=policy, reward_funcs=[reward], args=args, train_dataset=dataset,
                                   processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                                   rollout_func=rollout, callbacks=[_stop_at(stop_at)] + (
                                       [_stop_at_tokens(cfg.max_tokens, spent)] if cfg.max_tokens is not None else []))
+            trainer.skip_zero_advantage = skips_zero_advantage(cfg)
             if not progress:
                 trainer.remove_callback(PrinterCallback)
             result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
