@@ -21,7 +21,7 @@ from transformers import DynamicCache
 
 from forethought.engines.base import Completion, Request, Sample
 from forethought.engines import shared_prefix
-from forethought.engines.kv_cache import make_cache, merge_rows, mergeable, repeat_rows
+from forethought.engines.kv_cache import make_cache, mergeable, repeat_rows, set_length, shift_left, write_rows
 from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
 from forethought.models import DEFAULT_MODEL, load_model
@@ -123,9 +123,10 @@ class HFEngine:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.preallocate = True  # KV cache in preallocated buffers (False: transformers' concatenating cache)
         self.share_prefix = True  # encode a batch's shared prefix and repeated prompts once (False: each prompt whole)
-        # Refill finished rows with waiting requests mid-decode. Off by default: on a 2-core CPU it measured 0.89-0.97x
-        # (merging copies the cache, and new rows attend over the old rows' padding); see BENCHMARKS.md.
+        # Refill finished rows' slots with waiting requests mid-decode (see _decode_slots). Off by default: see
+        # BENCHMARKS.md for what it measured.
         self.continuous = False
+        self.refill = 1  # continuous batching refills once this many slots are free (or all that wait fit)
         self.device = next(model.parameters()).device
         # only full-attention layers: prefill passes can be joined and a shared prefix can be kept apart
         self._full_attention = mergeable(make_cache(model.config, 0))
@@ -225,69 +226,152 @@ class HFEngine:
     def _decode(self, units: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar):
         """Decode all units, yielding each row as it finishes.
 
-        Up to `batch_size` rows decode together. With `continuous`, rows that finish are replaced by the next
-        waiting units (prefilled on their own, then merged into the running cache) once a quarter of the batch
-        is free; otherwise the next units start only when the whole batch has finished.
+        Up to `batch_size` rows decode together; finished rows are dropped from the batch, and the next units start
+        when the whole batch has finished. With `continuous` (and a plain preallocated cache) see _decode_slots.
+        """
+        if self.continuous and self.preallocate and self._full_attention:
+            yield from self._decode_slots(units, requests, prompts, bar)
+            return
+        queue = deque(units)
+        while queue:
+            group, free = [], self.batch_size
+            while queue and queue[0].count <= free:
+                free -= queue[0].count
+                group.append(queue.popleft())
+            rows, logits, mask, cache = self._start(group, requests, prompts)
+            prefix = getattr(cache, "shared_prefix", None)
+            position = mask.sum(-1) + (prefix.length if prefix else 0)
+            while True:
+                chosen = self._advance(logits, rows, bar)
+                keep = [k for k, row in enumerate(rows) if row.finish is None]
+                yield from (row for row in rows if row.finish is not None)
+                if not keep:
+                    break
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    mask, position, chosen = mask[index], position[index], chosen[index]
+                    rows = [rows[k] for k in keep]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                attention, extra = mask, {}
+                if prefix:  # the prefix is not in `mask`: a 4D mask of the tails
+                    attention, extra = mask[:, None, None, :].bool(), {"shared_prefix": prefix}
+                logits = self._forward(chosen, attention, position, cache, extra)
+                position = position + 1
+
+    def _decode_slots(self, units: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], bar):
+        """Continuous batching in a cache of `batch_size` row slots, every slot writing the same column each step.
+
+        When rows finish and units wait, the freed slots are refilled in place: the waiting prompts that fit are
+        prefilled together (on their own, in a small cache) and their keys and values written into those slots'
+        rows, right-aligned to the current write column, the columns before them masked off for that row; no
+        other row's cache is copied. A prompt longer than the write column moves the column forward (a gap the
+        other rows mask). When the next write would pass the cache's capacity, the columns no live row attends to
+        any more are dropped by shifting the rest left in place (compaction, one copy of the live columns), which
+        the capacity chosen (the longest prompt plus twice the longest max_new_tokens) makes rare: a row spans at
+        most its prompt plus its new tokens (plus any early gap), so a compaction typically frees max_new_tokens
+        columns or more. Once nothing waits, finished rows are
+        dropped as in batch-after-batch decoding. A slot freed while units wait keeps decoding its last token
+        (ignored) until refilled, so its columns stay finite.
         """
         queue = deque(units)
-        rows: list[_Row] = []
-        logits = mask = position = cache = None
-        refill = max(1, self.batch_size // 4)
-        while queue or rows:
-            free = self.batch_size - len(rows)
-            if queue and (not rows or (self.continuous and free >= max(refill, queue[0].count)
-                                       and mergeable(cache))):
-                group = []
-                while queue and queue[0].count <= free:
-                    free -= queue[0].count
+        size = min(self.batch_size, sum(u.count for u in units))
+        slots: list[_Row | None] = [None] * size
+        longest = max(r.max_new_tokens for r in requests)
+        cache = make_cache(self.model.config, max(len(p) for p in prompts) + 2 * longest)
+        mask = torch.zeros((size, 0), dtype=torch.long, device=self.device)
+        position = torch.zeros(size, dtype=torch.long, device=self.device)
+        chosen = torch.full((size,), self.pad_id, dtype=torch.long, device=self.device)
+        logits = None
+        while True:
+            free = [k for k, row in enumerate(slots) if row is None]
+            waiting = sum(u.count for u in queue)
+            if waiting and free and len(free) >= min(self.refill, waiting, len(slots)):
+                group, room = [], len(free)
+                while queue and queue[0].count <= room:
+                    room -= queue[0].count
                     group.append(queue.popleft())
-                new_rows, new_logits, new_mask, new_cache = self._start(group, requests, prompts)
-                if rows:
-                    width = max(mask.shape[1], new_mask.shape[1])
-                    mask = torch.cat([nn.functional.pad(mask, (width - mask.shape[1], 0)),
-                                      nn.functional.pad(new_mask, (width - new_mask.shape[1], 0))])
-                    trim = int(mask.any(0).long().argmax())  # leading columns no row attends to
-                    mask = mask[:, trim:]
-                    rows += new_rows
-                    room = max(r.request.max_new_tokens - len(r.tokens) for r in rows)
-                    cache = merge_rows([cache, new_cache], mask.shape[1] + room, trim)
-                    logits = torch.cat([logits, new_logits])
-                    position = torch.cat([position, new_mask.sum(-1)])
-                else:
-                    rows, logits, mask, cache = new_rows, new_logits, new_mask, new_cache
-                    prefix = getattr(cache, "shared_prefix", None)
-                    position = mask.sum(-1) + (prefix.length if prefix else 0)
-            chosen = self._pick(logits, rows)
-            logprobs = None
-            if any(r.request.logprobs for r in rows):
-                logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
-            for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
-                row.tokens.append(token)
-                if logprobs is not None:
-                    row.logprob_sum += logprobs[k]
-            self._check_finished(rows)
-            bar.done(len(rows), requests=0)
-            keep = [k for k, row in enumerate(rows) if row.finish is None]
-            yield from (row for row in rows if row.finish is not None)
-            if not keep:
-                rows, cache = [], None
-                continue
-            if len(keep) < len(rows):
+                if group:
+                    width = max(len(prompts[u.request]) for u in group)
+                    column = mask.shape[1]
+                    if logits is not None and max(width, column) > cache.layers[0]._keys.shape[-2]:
+                        mask = self._compact(cache, slots, mask)
+                        column = mask.shape[1]
+                    end = max(width, column)
+                    if logits is not None and end > column:  # a gap the running rows mask
+                        set_length(cache, end, clear=True)
+                        mask = nn.functional.pad(mask, (0, end - column))
+                    place = torch.tensor(free[: len(free) - room], device=self.device)
+                    new_rows, new_logits, new_mask, _ = self._start(group, requests, prompts, into=(cache, place, end))
+                    if logits is None:
+                        set_length(cache, end)
+                        mask = mask.new_zeros((size, end))
+                        logits = new_logits.new_zeros((size, new_logits.shape[1]))
+                    mask[place] = nn.functional.pad(new_mask, (end - new_mask.shape[1], 0))
+                    logits[place] = new_logits
+                    position[place] = new_mask.sum(-1)
+                    for k, row in zip(place.tolist(), new_rows):
+                        slots[k] = row
+            live = [k for k, row in enumerate(slots) if row is not None]
+            if not live:
+                return
+            every = len(live) == len(slots)
+            index = None if every else torch.tensor(live, device=self.device)
+            picked = self._advance(logits if every else logits[index], [slots[k] for k in live], bar)
+            if every:
+                chosen = picked
+            else:
+                chosen[index] = picked
+            for k in live:
+                if slots[k].finish is not None:
+                    yield slots[k]
+                    slots[k] = None
+                    position[k] = 0  # decodes its last token, ignored, until refilled
+            if not queue and any(row is None for row in slots):  # nothing left to refill with: drop finished rows
+                keep = [k for k, row in enumerate(slots) if row is not None]
+                if not keep:
+                    return
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
-                mask, position, chosen = mask[index], position[index], chosen[index]
-                rows = [rows[k] for k in keep]
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            attention, extra = mask, {}
-            if prefix := getattr(cache, "shared_prefix", None):  # the prefix is not in `mask`: a 4D mask of the tails
-                attention, extra = mask[:, None, None, :].bool(), {"shared_prefix": prefix}
-            out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=position[:, None],
-                             past_key_values=cache, use_cache=True, **extra)
-            logits = out.logits[:, -1, :].float()
+                mask, position, chosen, logits = mask[index], position[index], chosen[index], logits[index]
+                slots = [slots[k] for k in keep]
+            if mask.shape[1] + 1 > cache.layers[0]._keys.shape[-2]:
+                mask = self._compact(cache, slots, mask)
+            mask = torch.cat([mask, mask.new_ones((len(slots), 1))], dim=1)
+            logits = self._forward(chosen, mask, position, cache, {})
             position = position + 1
 
-    def _start(self, group: list[_Unit], requests: Sequence[Request], prompts: list[list[int]]):
-        """Prefill a group of units (each distinct prompt once) and expand to one row per sample."""
+    def _compact(self, cache, slots: list[_Row | None], mask: torch.Tensor) -> torch.Tensor:
+        """Drop the leading columns no live row attends to any more (shifting the rest left in place); returns the
+        mask without them."""
+        live = [k for k, row in enumerate(slots) if row is not None]
+        shift = int(mask[live].argmax(1).min()) if live else mask.shape[1]  # argmax: a row's first attended column
+        if shift:
+            shift_left(cache, shift)
+        return mask[:, shift:]
+
+    def _advance(self, logits: torch.Tensor, rows: list[_Row], bar) -> torch.Tensor:
+        """Pick each row's next token from `logits`, append it (and its log-prob) and mark rows that finish."""
+        chosen = self._pick(logits, rows)
+        if any(r.request.logprobs for r in rows):
+            logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0].tolist()
+            for row, logprob in zip(rows, logprobs):
+                row.logprob_sum += logprob
+        for row, token in zip(rows, chosen.tolist()):
+            row.tokens.append(token)
+        self._check_finished(rows)
+        bar.done(len(rows), requests=0)
+        return chosen
+
+    def _forward(self, chosen: torch.Tensor, attention: torch.Tensor, position: torch.Tensor, cache, extra: dict):
+        """One decode step: the rows' chosen tokens in, the next position's logits out."""
+        out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=position[:, None],
+                         past_key_values=cache, use_cache=True, **extra)
+        return out.logits[:, -1, :].float()
+
+    def _start(self, group: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], into=None):
+        """Prefill a group of units (each distinct prompt once) and expand to one row per sample (in a new cache,
+        or written `into` (cache, rows, end column): see _prefill)."""
         slots: dict = {}
         distinct, slot = [], []  # the group's distinct prompts; each unit's index into them
         for b, unit in enumerate(group):
@@ -297,25 +381,26 @@ class HFEngine:
                 distinct.append(prompts[unit.request])
             slot.append(slots[key])
         longest = max(requests[u.request].max_new_tokens for u in group)
-        logits, mask, cache = self._prefill(distinct, longest)
-        expand = torch.tensor([slot[b] for b, u in enumerate(group) for _ in range(u.count)], device=self.device)
-        if len(expand) != len(distinct) or (expand != torch.arange(len(expand), device=self.device)).any():
-            cache.batch_select_indices(expand)
-            logits, mask = logits[expand], mask[expand]
+        expand = [slot[b] for b, u in enumerate(group) for _ in range(u.count)]
+        logits, mask, cache = self._prefill(distinct, longest, expand, into)
         rows = [self._row(requests[u.request], u.request, u.start + k) for u in group for k in range(u.count)]
         return rows, logits, mask, cache
 
-    def _prefill(self, prompts: list[list[int]], new_tokens: int):
-        """Encode `prompts` into a fresh KV cache; returns the last-position logits, the attention mask and the cache.
+    def _prefill(self, prompts: list[list[int]], new_tokens: int, expand: list[int] | None = None, into=None):
+        """Encode `prompts` into a KV cache; returns the last-position logits, the attention mask and the cache,
+        one row per entry of `expand` (an index into `prompts`; default one row per prompt, in order).
 
         The prefix they all share (for a single prompt: all but its last token, when shared-prefix attention is on)
         is computed once. With shared-prefix attention it stays one copy, attached to the cache as `shared_prefix`,
         and the mask covers the tails only; otherwise it is copied into every row. The tails are encoded in passes
         of similar-length prompts, each at most `prefill_tokens` padded tokens (longest first), so little compute
-        goes to padding and activations stay small; the passes' caches are then joined right-aligned. Rows come
-        back in the order of `prompts`.
+        goes to padding and activations stay small; each pass's cache is written straight into its rows of the
+        final preallocated cache (right-aligned) and freed, so the cache is never held twice. With `into`
+        (cache, rows, end), a plain running cache, the rows are written into its rows `rows`, ending at column
+        `end` (continuous batching's refill), and the mask covers the prompts' own columns.
         """
-        kept_once = self._shares_kv()
+        expand = list(range(len(prompts))) if expand is None else expand
+        kept_once = self._shares_kv() and into is None
         shared = 0
         if len(prompts) > 1 and self.share_prefix:
             shortest = min(len(p) for p in prompts)
@@ -328,34 +413,48 @@ class HFEngine:
         width = max(len(p) for p in prompts) - (shared if kept_once else 0)
         order = sorted(range(len(prompts)), key=lambda b: len(prompts[b]), reverse=True)
         passes = self._passes([len(prompts[b]) - shared for b in order])
-        if not kept_once and (len(passes) == 1 or not (self.preallocate and self._full_attention)):
-            # one pass; the prefix (if any) copied into every row
+        if into is None and not kept_once and (len(passes) == 1 or not (self.preallocate and self._full_attention)):
+            # one pass straight into the cache; the prefix (if any) copied into every row
             cache = (make_cache(self.model.config, width + new_tokens) if self.preallocate
                      else DynamicCache(config=self.model.config))
             if shared:
                 self._encode_head(prompts[0][:shared], cache)
                 cache.batch_repeat_interleave(len(prompts))
-            return self._encode(prompts, shared, cache)
+            logits, mask, cache = self._encode(prompts, shared, cache)
+            if expand != list(range(len(prompts))):
+                index = torch.tensor(expand, device=self.device)
+                cache.batch_select_indices(index)
+                logits, mask = logits[index], mask[index]
+            return logits, mask, cache
         head = make_cache(self.model.config, shared)
         if shared:
             self._encode_head(prompts[0][:shared], head)
         prefix = shared_prefix.SharedPrefix.from_cache(head) if kept_once else None
-        parts = []
+        if into is None:
+            cache, rows, end = make_cache(self.model.config, width + new_tokens), None, width
+        else:
+            cache, rows, end = into
+        logits, mask = None, torch.zeros((len(expand), width), dtype=torch.long, device=self.device)
         for chunk in passes:
             group = [prompts[order[i]] for i in chunk]
             if kept_once or not shared:
-                cache = make_cache(self.model.config, len(group[0]) - (shared if kept_once else 0))
+                part = make_cache(self.model.config, len(group[0]) - (shared if kept_once else 0))
             else:
-                cache = repeat_rows(head, len(group), len(group[0]))
-            parts.append(self._encode(group, shared, cache, prefix))
-        logits = torch.cat([p[0] for p in parts])
-        mask = torch.cat([nn.functional.pad(p[1], (width - p[1].shape[1], 0)) for p in parts])
-        cache = merge_rows([p[2] for p in parts], width + new_tokens)
-        cache.shared_prefix = prefix
-        if order != list(range(len(order))):
-            back = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=self.device)
-            cache.batch_select_indices(back)
-            logits, mask = logits[back], mask[back]
+                part = repeat_rows(head, len(group), len(group[0]))
+            part_logits, part_mask, part = self._encode(group, shared, part, prefix)
+            local = {order[i]: j for j, i in enumerate(chunk)}  # prompt -> its row in this pass
+            dest = [r for r, b in enumerate(expand) if b in local]
+            src = torch.tensor([local[expand[r]] for r in dest], device=self.device)
+            dest = torch.tensor(dest, device=self.device)
+            write_rows(cache, dest if rows is None else rows[dest], part, src, end, len(expand))
+            if logits is None:
+                logits = part_logits.new_empty((len(expand), part_logits.shape[1]))
+            logits[dest] = part_logits[src]
+            mask[dest, width - part_mask.shape[1]:] = part_mask[src]
+            del part
+        if into is None:
+            set_length(cache, end)
+            cache.shared_prefix = prefix
         return logits, mask, cache
 
     def _passes(self, lengths: list[int]) -> list[list[int]]:

@@ -86,40 +86,56 @@ def make_cache(config, capacity: int) -> DynamicCache:
 
 
 def mergeable(cache: DynamicCache) -> bool:
-    """Whether every layer is a plain full-attention layer and no prefix is kept apart, so rows can be merged."""
+    """Whether every layer is a plain full-attention layer and no prefix is kept apart, so rows can be written
+    into another cache's rows (see write_rows)."""
     plain = all(type(layer) in (DynamicLayer, GrowingLayer) for layer in cache.layers)
     return plain and getattr(cache, "shared_prefix", None) is None
 
 
-def merge_rows(caches: Sequence[DynamicCache], capacity: int, trim: int = 0) -> DynamicCache:
-    """One cache holding the rows of `caches` in order, each right-aligned (left-padded with zeros) to the longest.
+def write_rows(dest: DynamicCache, rows: torch.Tensor, src: DynamicCache, src_rows: torch.Tensor | None, end: int,
+               total_rows: int) -> None:
+    """Copy `src`'s rows (`src_rows` picks or repeats them; None: all, in order) into `dest`'s GrowingLayers at
+    `rows`, right-aligned so that their last column lands at column `end - 1`; nothing else of `dest` is touched.
 
-    `trim` leading columns of the aligned result, which no row attends to, are dropped. Used to join prefill
-    passes of different prompt lengths, and by continuous batching to admit newly prefilled rows into a running
-    batch; zeros (not garbage) keep masked columns finite. The first cache is reused as the container.
+    A layer with no buffer yet gets one of `total_rows` rows and its capacity, zero-filled so that columns no
+    row writes (left padding, columns of a refilled slot before its prompt) hold finite values under the mask.
+    `dest`'s lengths are left as they are (see set_length). Used to join prefill passes into one preallocated
+    cache without a second copy of it, and by continuous batching to refill freed slots in place.
     """
-    layers = []
-    for parts in zip(*(c.layers for c in caches)):
-        length = max(p.keys.shape[-2] for p in parts)
-        layer = GrowingLayer(max(capacity, length - trim))
-        layer.lazy_initialization(parts[0].keys, parts[0].values)
-        for name in ("keys", "values"):
-            first = getattr(parts[0], name)
-            rows = sum(getattr(p, name).shape[0] for p in parts)
-            buf = first.new_zeros((rows, *first.shape[1:-2], layer.capacity, first.shape[-1]))
-            row = 0
-            for part in parts:
-                src = getattr(part, name)
-                start = length - src.shape[-2] - trim  # where src's first column lands after trimming
-                buf[row: row + src.shape[0], ..., max(0, start): length - trim, :] = src[..., max(0, -start):, :]
-                row += src.shape[0]
-            setattr(layer, "_" + name, buf)
-        layer.length = length - trim
-        layer.keys, layer.values = layer._keys[..., : layer.length, :], layer._values[..., : layer.length, :]
-        layers.append(layer)
-    merged = caches[0]
-    merged.layers = layers
-    return merged
+    for target, part in zip(dest.layers, src.layers):
+        if target._keys is None:
+            target.lazy_initialization(part.keys, part.values)
+            shape = (total_rows, *part.keys.shape[1:-2], max(target.capacity, end), part.keys.shape[-1])
+            target._keys, target._values = part.keys.new_zeros(shape), part.values.new_zeros(shape)
+        width = part.keys.shape[-2]
+        if width > end or end > target._keys.shape[-2]:
+            raise ValueError(f"{width} columns do not fit before column {end} of a cache of {target._keys.shape[-2]}")
+        for buf, new in ((target._keys, part.keys), (target._values, part.values)):
+            buf[rows, ..., end - width: end, :] = new if src_rows is None else new[src_rows]
+
+
+def set_length(cache: DynamicCache, length: int, clear: bool = False) -> None:
+    """Set the filled length of `cache`'s GrowingLayers (growing them if needed): the next token is written at
+    column `length`. With `clear`, columns added past the old length are zeroed (finite under the caller's mask:
+    a gap no row wrote)."""
+    for layer in cache.layers:
+        if length > layer._keys.shape[-2]:
+            layer._grow(layer._keys, layer._values, max(length, 2 * layer._keys.shape[-2]))
+        if clear and length > layer.length:
+            layer._keys[..., layer.length: length, :] = 0
+            layer._values[..., layer.length: length, :] = 0
+        layer.length = length
+        layer.keys, layer.values = layer._keys[..., :length, :], layer._values[..., :length, :]
+
+
+def shift_left(cache: DynamicCache, columns: int) -> None:
+    """Drop `cache`'s first `columns` columns in every row, moving the rest to the front of the same buffers
+    (one layer's filled part is copied at a time); the filled length shrinks by `columns`."""
+    for layer in cache.layers:
+        keep = layer.length - columns
+        for buf in (layer._keys, layer._values):
+            buf[..., :keep, :] = buf[..., columns: layer.length, :].clone()
+    set_length(cache, cache.layers[0].length - columns)
 
 
 def repeat_rows(cache: DynamicCache, repeats: int, capacity: int) -> DynamicCache:
