@@ -196,8 +196,8 @@ def llama_bench(binaries: Path, gguf: Path, args) -> dict[int, dict]:
     missing = [b for b in batches if b not in rows]
     if missing:
         raise BenchError(f"llama-batched-bench printed no row for batch {missing} (see {log})")
-    flash = re.search(r"flash_attn = (-?\d+)", done.stdout + done.stderr)
-    rows["flash_attn"] = flash.group(1) if flash else "?"
+    flash = rows[batches[0]].get("flash_attn")
+    rows["flash_attn"] = {-1: "auto", 0: "off", 1: "on"}.get(flash, str(flash))
     return rows
 
 
