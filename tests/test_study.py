@@ -18,6 +18,7 @@ from forethought.engines.base import Completion, Sample
 from forethought.errors import UserError
 from forethought.samplers import SamplerConfig, read_records, run_sampler
 from forethought.search import SearchConfig, run_search
+from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.study import Study, load_study, resolve_study
 from forethought.study.results import COLOURS, markdown_table, summarize
 from forethought.tasks import get_task
@@ -355,7 +356,8 @@ def test_a_killed_study_resumes_every_arm_where_it_stopped(tmp_path, tiny_model_
 
     reference, _ = run(tmp_path / "ref")
     out = tmp_path / "killed"
-    # calls: none eval, none transfer, rest eval 0, then sampling of iteration 1 in calls of 4 questions
+    # calls: none eval, none transfer, (rest's iteration 0 is a copy of none's), then sampling of iteration 1 in
+    # calls of 4 questions
     with pytest.raises(RuntimeError, match="killed"):
         run(out, fail_at=5)
     stages = json.loads((out / "manifest.json").read_text())["stages"]
@@ -379,6 +381,17 @@ def test_a_killed_study_resumes_every_arm_where_it_stopped(tmp_path, tiny_model_
         return study.replace(str(tmp_path / "ref"), "").replace(str(out), "") if isinstance(study, str) else study
 
     assert strip(resumed) == strip(reference)
+    # rest's iteration 0 is none's evaluation, and its later iterations' paired deltas read those records
+    rest_dir = out / "arms" / "rest" / "seed_0"
+    reused = json.loads((rest_dir / "manifest.json").read_text())["reused"]["iter_000/eval"]
+    assert reused["from"] == "arms/none/seed_0"
+    records = {d: [json.loads(x) for x in (d / "eval" / "records.jsonl").read_text().splitlines()]
+               for d in (out / "arms" / "none" / "seed_0" / "iter_000", rest_dir / "iter_000", rest_dir / "iter_002")}
+    base, copied, last = records.values()
+    assert copied == base
+    final = json.loads((rest_dir / "iter_002" / "metrics.json").read_text())
+    delta, ci = paired_delta_ci(correct_by_question(base), correct_by_question(last))
+    assert final["delta_vs_base"] == delta and final["delta_ci95"] == list(ci)
     spent = resumed["arms"]["rest"]["seeds"]["0"]
     assert spent["tokens"] > 0 and spent["within_budget"]
     for name in ("study.json", "table.md", "accuracy_vs_tokens.png", "accuracy_vs_seconds.png"):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from forethought.errors import UserError
-from forethought.evaluate import evaluate
+from forethought.evaluate import EvalResult, evaluate
 from forethought.jsonl import write_json, write_jsonl
 from forethought.learners import train
 from forethought.learners.grpo import GRPOConfig, train_grpo_iteration
@@ -156,7 +156,12 @@ class Runner:
             seed=self.cfg.seed, progress=self.progress,
         )
         result.write(self.iter_dir(t) / "eval")
+        self.record_iteration(t, result)
 
+    def record_iteration(self, t: int, result: EvalResult, eval_seconds: float | None = None) -> None:
+        """iter_t/metrics.json, metrics.jsonl and the tracking backends from iteration t's evaluation `result`;
+        `eval_seconds`: the evaluation's own time (default: the result's; a study that copies an identical
+        evaluation of another arm passes the copy's)."""
         examples = []  # a few accepted and rejected trajectories of this iteration, for the tracking backends
         if not t:
             sampled = {}
@@ -187,7 +192,8 @@ class Runner:
             "trained": self.stages.status(_key(t, "train")) == "done" if t else False,
             # this evaluation's own time is added when its stage ends: count it from the result
             **({"reward_mean": sampled.get("reward_mean")} if self.grpo else {}),
-            "seconds": round(sum(v for k, v in seconds.items() if k.startswith(_key(t, ""))) + s["seconds"], 3),
+            "seconds": round(sum(v for k, v in seconds.items() if k.startswith(_key(t, "")))
+                             + (s["seconds"] if eval_seconds is None else eval_seconds), 3),
         }
         if t:
             base = [json.loads(x) for x in (self.iter_dir(0) / "eval" / "records.jsonl").read_text().splitlines()]

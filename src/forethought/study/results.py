@@ -129,6 +129,8 @@ def summarize(root: Path, arms: list[dict], seeds: list[int], baseline: str, tra
                 "tokens": last.get("tokens"), "prompt_tokens": last.get("prompt_tokens"),
                 "seconds": last.get("seconds"),
             }
+            if reused := _json(d / "manifest.json").get("reused"):  # stages copied from another arm (study/reuse.py)
+                entry["seeds"][str(seed)]["reused"] = reused
             if budget is not None and last:
                 over = last["tokens"] - budget
                 entry["seeds"][str(seed)]["over_budget"] = max(0, over)

@@ -7,6 +7,9 @@ The budget B (generated tokens per arm and seed) is split into equal shares over
 rounds): `sampler.max_tokens` (EM samplers), `learner.max_tokens` (GRPO rollouts) or `search.max_tokens` (CPL)
 = B // T. A run carries what an iteration leaves unspent, or overshot, to the next, so an arm generates at most B
 plus one engine call. An arm with no iterations (no training) spends nothing.
+
+Every run arm evaluates the untrained model as its iteration 0; an arm whose iteration-0 evaluation has the same
+inputs as one another arm (or seed) of the study has finished gets a copy of it instead (study/reuse.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from forethought.config import load_config, load_yaml, set_dotted, validate
 from forethought.errors import UserError
 from forethought.runs.stages import StageRunner
 from forethought.study.config import ArmConfig, StudyConfig
+from forethought.study.reuse import EVAL_STAGE, eval_key, finished_eval, reuse_eval
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
@@ -172,11 +176,27 @@ class Study:
         if self.kinds[name] == "run":
             from forethought.runs.loop import Runner
 
-            Runner(cfg, progress=self.progress).run()
+            runner = Runner(cfg, progress=self.progress)
+            source = self.reusable_eval(name, seed)
+            with runner.stages:
+                if source is not None:  # an identical evaluation of the untrained model is done: copied, not rerun
+                    runner.stages.stage(EVAL_STAGE, lambda: reuse_eval(runner, source, self.root, eval_key(cfg)))
+                runner.run()
         else:
             from forethought.cpl import CplRun
 
             CplRun(cfg, progress=self.progress).run()
+
+    def reusable_eval(self, name: str, seed: int) -> Path | None:
+        """The directory of another arm (or seed) of this study whose iteration-0 evaluation is finished and has the
+        same inputs as this one's (study/reuse.py), in study order; None when there is none."""
+        key = eval_key(self.arms[name, seed])
+        if key is None:
+            return None
+        for (other, s), cfg in self.arms.items():
+            if (other, s) != (name, seed) and eval_key(cfg) == key and finished_eval(self.arm_dir(other, s)):
+                return self.arm_dir(other, s)
+        return None
 
     def final_model(self, name: str, seed: int) -> tuple[str, str]:
         """(model, plan format) of the arm's final model: the last trained iteration's checkpoint, CPL's last
