@@ -1,0 +1,153 @@
+"""Benchmark: continuous batching (finished rows' slots refilled in place) vs batch after batch, side by side.
+
+Workload: the quickstart's evaluation, as `forethought eval` makes it: 100 synthetic arithmetic questions
+(`synthetic/arithmetic`, difficulty 1, seed 0, the eval split, first 100), plan format none, SmolLM2-135M in fp32,
+batch 64, greedy, eos on, up to 96 new tokens. With --gsm8k PATH (or $FORETHOUGHT_DATA/gsm8k/test.jsonl) it also
+runs bench_sampling's sampled GSM8K workload (192 chat prompts, temperature 0.7, up to 192 tokens).
+Each way runs --repeats times, alternating, best kept. Prints seconds, tokens/s, the ratio, whether outputs are
+identical, and decode steps and forward passes per way.
+
+    python bench/bench_continuous.py [--limit 100] [--batch 64] [--repeats 2] [--gsm8k PATH]
+    python bench/bench_continuous.py --memory [--continuous]   # peak RSS of one evaluation in a child process
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from forethought.engines import Request
+from forethought.engines.hf import HFEngine
+
+
+def eval_requests(limit: int, max_new_tokens: int) -> list[Request]:
+    """The requests `forethought eval -t synthetic/arithmetic --task-opt difficulty=1 --task-opt seed=0 --limit N
+    --plan-format none --max-new-tokens M` sends its engine (greedy)."""
+    from forethought.evaluate import evaluate
+    from forethought.tasks import get_task
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self):
+            self.requests = []
+
+        def generate(self, requests, progress=True):
+            from forethought.engines.base import Completion, Sample
+
+            self.requests += requests
+            return [Completion(samples=[Sample(text="", tokens=0, finish_reason="length")] * r.n, prompt_tokens=0)
+                    for r in requests]
+
+    task = get_task("synthetic/arithmetic", difficulty=1, seed=0)
+    examples = task.load(None, split=None, limit=limit)
+    recorder = Recorder()
+    evaluate(recorder, task, examples, model_name="smollm2-135m", plan_format="none", max_new_tokens=max_new_tokens,
+             temperature=0.0, progress=False)
+    return recorder.requests
+
+
+def gsm8k_requests(path: Path, count: int, new: int) -> list[Request]:
+    import json
+
+    with open(path) as f:
+        texts = [json.loads(line)["question"] for _, line in zip(range(count), f)]
+    texts = (texts * (count // len(texts) + 1))[:count]
+    return [Request(messages=[{"role": "user", "content": q}], max_new_tokens=new, temperature=0.7, seed=i)
+            for i, q in enumerate(texts)]
+
+
+def run(engine: HFEngine, requests: list[Request], continuous: bool) -> tuple[float, int, list, str]:
+    """Seconds, generated tokens, texts and a count of forward passes of one engine.generate."""
+    engine.continuous = continuous
+    shapes = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        start = time.perf_counter()
+        out = engine.generate(requests, progress=False)
+        seconds = time.perf_counter() - start
+    finally:
+        hook.remove()
+    engine.continuous = False
+    tokens = sum(s.tokens for c in out for s in c.samples)
+    decode = [rows for rows, width in shapes if width == 1]
+    prefill = [rows * width for rows, width in shapes if width > 1]
+    passes = (f"{len(decode)} decode steps ({sum(decode)} rows, mean {sum(decode) / max(1, len(decode)):.1f}), "
+              f"{len(prefill)} prefill passes ({sum(prefill)} padded tokens)")
+    return seconds, tokens, [[(s.text, s.finish_reason) for s in c.samples] for c in out], passes
+
+
+def compare(engine: HFEngine, label: str, requests: list[Request], repeats: int) -> tuple[float, float]:
+    best = {False: None, True: None}
+    for _ in range(repeats):
+        for continuous in (False, True):
+            result = run(engine, requests, continuous)
+            if best[continuous] is None or result[0] < best[continuous][0]:
+                best[continuous] = result
+    (s0, t0, plain, f0), (s1, t1, refilled, f1) = best[False], best[True]
+    same = sum(a == b for a, b in zip(plain, refilled))
+    print(f"\n{label}: {len(requests)} requests, {t0} tokens generated (mean {t0 / len(requests):.1f})")
+    print("| way | seconds | tokens/s | forward passes | vs batch after batch |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| batch after batch | {s0:.2f} | {t0 / s0:.1f} | {f0} | 1.00x |")
+    print(f"| continuous (slots refilled in place) | {s1:.2f} | {t1 / s1:.1f} | {f1} | {s0 / s1:.2f}x |")
+    print(f"identical outputs: {plain == refilled} ({same} of {len(requests)} requests identical)", flush=True)
+    return s0, s1
+
+
+def memory(args) -> None:
+    """Peak RSS (ru_maxrss) of a child process that loads the model and answers the evaluation once."""
+    code = (
+        "import sys, resource; sys.path.insert(0, 'bench'); import bench_continuous as b; "
+        "from forethought.engines.hf import HFEngine; "
+        f"r = b.eval_requests({args.limit}, {args.max_new_tokens}); "
+        f"e = HFEngine('smollm2-135m', batch_size={args.batch}, device='cpu', continuous={args.continuous}); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "e.generate(r, progress=False); "
+        "print(before // 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, peak = map(int, out.stdout.split()[-2:])
+    print(f"evaluation ({args.limit} questions, batch {args.batch}, continuous={args.continuous}): peak RSS "
+          f"{peak} MB (model loaded: {loaded} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=2)
+    data = os.environ.get("FORETHOUGHT_DATA")
+    parser.add_argument("--gsm8k", type=Path, default=Path(data) / "gsm8k" / "test.jsonl" if data else None)
+    parser.add_argument("--gsm8k-requests", type=int, default=192)
+    parser.add_argument("--gsm8k-max-new-tokens", type=int, default=192)
+    parser.add_argument("--memory", action="store_true", help="measure the evaluation's peak RSS instead")
+    parser.add_argument("--continuous", action="store_true", help="with --memory: continuous batching on")
+    args = parser.parse_args()
+    if args.memory:
+        return memory(args)
+    engine = HFEngine("smollm2-135m", batch_size=args.batch, device="cpu")
+    requests = eval_requests(args.limit, args.max_new_tokens)
+    engine.generate(requests[:2], progress=False)  # warm-up
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads, fp32, batch {args.batch}")
+    compare(engine, f"quickstart evaluation (synthetic arithmetic, greedy, eos on, up to {args.max_new_tokens} tokens)",
+            requests, args.repeats)
+    if args.gsm8k and args.gsm8k.exists():
+        compare(engine, f"sampled GSM8K answers (temperature 0.7, eos on, up to {args.gsm8k_max_new_tokens} tokens)",
+                gsm8k_requests(args.gsm8k, args.gsm8k_requests, args.gsm8k_max_new_tokens), args.repeats)
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
+
+
+if __name__ == "__main__":
+    main()
