@@ -209,8 +209,10 @@ def prompt_texts(tokenizer, count: int, length: int) -> list[str]:
     from forethought.tasks.synthetic import arithmetic_problem
 
     texts = []
-    for row in range(count):
-        rng = random.Random(1000 + row)
+    for seed in range(1000, 1000 + 20 * count):  # a seed whose text cannot be cut to `length` is skipped
+        if len(texts) == count:
+            break
+        rng = random.Random(seed)
         text = ""
         while len(tokenizer(text).input_ids) < length + 8:
             question, _, solution, _ = arithmetic_problem(rng, rng.randint(2, 4))
@@ -221,8 +223,8 @@ def prompt_texts(tokenizer, count: int, length: int) -> list[str]:
             if len(tokenizer(candidate).input_ids) == length:
                 texts.append(candidate)
                 break
-        else:
-            raise BenchError(f"could not cut prompt {row} to exactly {length} tokens")
+    if len(texts) < count:
+        raise BenchError(f"could only cut {len(texts)} of {count} prompts to exactly {length} tokens")
     return texts
 
 
