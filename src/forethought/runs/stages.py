@@ -90,6 +90,12 @@ def _write_config(path: Path, resolved: dict) -> None:
     tmp.replace(path)
 
 
+def read_manifest(root: Path) -> dict:
+    """A run directory's manifest.json (stage statuses, seconds, peaks); empty stages and seconds when absent."""
+    path = Path(root) / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"stages": {}, "seconds": {}}
+
+
 def remove_partials(output: Path) -> None:
     """Delete what a killed stage left beside `output` (`.NAME.partial-*`, `.NAME.job-*` siblings)."""
     for pattern in (f".{output.name}.partial-*", f".{output.name}.job-*"):
@@ -139,8 +145,7 @@ class StageRunner:
         self.tracker = Tracker(self.root, getattr(config, "report_to", []), config.model_dump(mode="json"))
         snapshot_config(self.root, config, growable)
         self.settings, self.progress = engine_settings, progress
-        path = self.root / MANIFEST
-        self.manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"stages": {}, "seconds": {}}
+        self.manifest = read_manifest(self.root)
         self._engine = (None, None)
 
     # ---------------------------------------------------------------- manifest

@@ -27,7 +27,7 @@ from pathlib import Path
 from forethought.evaluate import EvalResult
 from forethought.jsonl import read_jsonl
 from forethought.plans.prompts import PROMPTS_VERSION
-from forethought.runs.stages import MANIFEST, remove_partials
+from forethought.runs.stages import read_manifest, remove_partials
 
 EVAL_STAGE = "iter_000/eval"
 # engine settings that only say how requests travel or where replicas run, never what is generated
@@ -62,7 +62,7 @@ def eval_key(cfg) -> str | None:
 
 def _manifest(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+        return read_manifest(run_dir)
     except (OSError, ValueError):
         return {}
 

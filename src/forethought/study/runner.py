@@ -20,7 +20,7 @@ from typing import Any
 from forethought.catalog import resolve_recipe
 from forethought.config import load_config, load_yaml, set_dotted, validate
 from forethought.errors import UserError
-from forethought.runs.stages import StageRunner
+from forethought.runs.stages import StageRunner, read_manifest
 from forethought.study.config import ArmConfig, StudyConfig
 from forethought.study.reuse import EVAL_STAGE, eval_key, finished_eval, reuse_eval
 
@@ -201,8 +201,6 @@ class Study:
     def final_model(self, name: str, seed: int) -> tuple[str, str]:
         """(model, plan format) of the arm's final model: the last trained iteration's checkpoint, CPL's last
         Step-APO policy; the base model when nothing was trained."""
-        import json
-
         cfg, d = self.arms[name, seed], self.arm_dir(name, seed)
         if self.kinds[name] == "cpl":
             k = cfg.rounds
@@ -210,7 +208,7 @@ class Study:
             return (str(ckpt) if ckpt.is_dir() else cfg.model), "steps"
         grpo = getattr(cfg.learner, "kind", "sft") == "grpo"
         fmt = cfg.learner.plan_format if grpo else cfg.sampler.plan_format
-        manifest = json.loads((d / "manifest.json").read_text(encoding="utf-8"))["stages"]
+        manifest = read_manifest(d)["stages"]
         for t in range(cfg.iterations, 0, -1):
             if manifest.get(f"iter_{t:03d}/train") == "done":
                 return str(d / f"iter_{t:03d}" / "checkpoint"), fmt
