@@ -416,3 +416,33 @@ def test_skip_zero_advantage_only_where_it_is_exact():
     for change in ({"loss_type": "grpo"}, {"loss_type": "dr_grpo"}, {"beta": 0.04}):
         with pytest.raises(ValueError, match="learner.skip_zero_advantage"):
             GRPOConfig(kind="grpo", skip_zero_advantage=True, **change)
+
+
+def test_rollouts_honour_the_engine_settings(tiny_model_dir):
+    """engine.prefill_tokens, shared_kv and continuous reach the rollout engine as they reach the evaluation's."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forethought.engines.hf import HFEngine
+    from forethought.learners.grpo import GRPOConfig, make_rollout, rollout_messages
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    trainer = SimpleNamespace(model=model, processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+                              state=SimpleNamespace(global_step=0), accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    seen = []
+    generate = HFEngine.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.prefill_tokens, self.shared_kv, self.continuous))
+        return generate(self, *args, **kwargs)
+
+    options = {"batch_size": 4, "prefill_tokens": 77, "shared_kv": False, "continuous": True}
+    HFEngine.generate = spy
+    try:
+        make_rollout(GRPOConfig(kind="grpo", num_generations=2, max_completion_length=4, lora=None), seed=0, stop=(),
+                     engine_options=options)([rollout_messages(QUESTIONS[0], "number", "none")[0]] * 2, trainer)
+    finally:
+        HFEngine.generate = generate
+    assert seen == [(77, False, True)]

@@ -218,7 +218,7 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
 
     def _generate(model, prompts: list, trainer) -> dict:
         engine = engine_class.from_loaded(model, trainer.processing_class, batch_size=engine_options["batch_size"])
-        for key in ("prefill_tokens", "shared_kv"):
+        for key in ("prefill_tokens", "shared_kv", "continuous"):
             if engine_options.get(key) is not None:
                 setattr(engine, key, engine_options[key])
         groups: list[list] = []

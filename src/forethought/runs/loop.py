@@ -143,7 +143,8 @@ class Runner:
             iterations=self.cfg.iterations,
             trainer_dir=self.root / "grpo_trainer", output_dir=d / "checkpoint", rollouts_path=d / "rollouts.jsonl",
             seed=self.cfg.seed, progress=self.progress,
-            engine_options={"batch_size": e.batch_size, "prefill_tokens": e.prefill_tokens, "shared_kv": e.shared_kv},
+            engine_options={"batch_size": e.batch_size, "prefill_tokens": e.prefill_tokens, "shared_kv": e.shared_kv,
+                            "continuous": e.continuous},
         )
         write_json(d / "train_stats.json", stats)
 
