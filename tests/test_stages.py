@@ -273,3 +273,16 @@ def test_training_closes_the_sampling_engine_first_in_a_run(tmp_path, monkeypatc
     assert log.index(("close", "base")) < log.index(("train", "sft", "base"))
     assert log[-2:] == [("open", str(tmp_path / "run" / "iter_001" / "checkpoint")),
                         ("close", str(tmp_path / "run" / "iter_001" / "checkpoint"))]
+
+
+def test_run_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the published file must get 0666 less the umask, so that a
+    run directory shared with a group or copied by another user stays readable."""
+    from forethought.jsonl import write_json, write_jsonl
+
+    mask = os.umask(0)
+    os.umask(mask)
+    write_json(tmp_path / "a.json", {"x": 1})
+    write_jsonl(tmp_path / "b.jsonl", [{"x": 1}])
+    for name in ("a.json", "b.jsonl"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
