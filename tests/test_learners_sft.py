@@ -169,3 +169,21 @@ def test_failed_save_leaves_no_output_dir(tiny_model_dir, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_sft(tiny_model_dir, ROWS, tmp_path / "ckpt", LORA, seed=0, max_steps=1, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_cut_by_max_length_are_counted_and_reported(tiny_model_dir, tmp_path, capsys):
+    """A row whose answer is cut by max_length is trained on what is left and counted as truncated; one left with
+    no answer token is dropped and counted; both are said on stderr rather than passed over silently."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    long_answer = [{"role": "user", "content": "Count."}, {"role": "assistant", "content": " one two" * 40}]
+    late_answer = [{"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "ok"}]
+    rows = [{"messages": ONE_TURN}, {"messages": long_answer}, {"messages": late_answer}]
+    cfg = LORA.model_copy(update={"epochs": 1, "max_length": 96})
+    assert len(tokenize_chat(tok, ONE_TURN, 1024)["input_ids"]) <= 96  # the first row fits whole
+    stats = train_sft(tiny_model_dir, rows, tmp_path / "ckpt", cfg, seed=0, max_steps=1, progress=False)
+    assert (stats.truncated_rows, stats.dropped_rows) == (1, 1)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 lose answer tokens to max_length=96" in err and "1 are dropped" in err
+    fits = train_sft(tiny_model_dir, ROWS, tmp_path / "fits", LORA.model_copy(update={"epochs": 1}), seed=0,
+                     max_steps=1, progress=False)
+    assert (fits.truncated_rows, fits.dropped_rows) == (0, 0) and "warning" not in capsys.readouterr().err

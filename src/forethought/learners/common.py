@@ -58,6 +58,8 @@ class TrainStats(StrictModel):
     seconds: float
     tokens_per_second: float
     processes: int = 1
+    truncated_rows: int = 0  # SFT: rows that lost loss tokens to max_length (trained on what was left)
+    dropped_rows: int = 0  # SFT: rows left with no loss token by max_length (not trained on)
     batches: list[list[list[str]]] | None = None  # with trace=True: per rank, per step, each row's fingerprint
 
 

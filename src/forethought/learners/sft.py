@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 from typing import Literal
+
+from rich.console import Console
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
@@ -36,21 +39,33 @@ class SFTConfig(StrictModel):
     distributed: DistributedSettings = DistributedSettings()  # processes > 1: accelerate launch (DDP/FSDP/DeepSpeed)
 
 
-def _tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
-    """Tokenize every row's chat, naming the row on malformed input; rows left without loss tokens are dropped."""
-    examples = []
+def _tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], int, int]:
+    """Tokenize every row's chat to at most `max_length` tokens, naming the row on malformed input.
+
+    Returns (examples, truncated, dropped): rows that lose loss tokens to the cut are counted as truncated, rows
+    left without any loss token are dropped and counted, so that the stats and a warning say what was not trained.
+    """
+    examples, truncated, dropped = [], 0, 0
     for n, row in enumerate(rows):
         if not isinstance(row, dict) or "messages" not in row:
             raise UserError(f"training row {n}: expected a dict with a 'messages' list")
         try:
-            example = tokenize_chat(tokenizer, row["messages"], max_length)
+            full = tokenize_chat(tokenizer, row["messages"], sys.maxsize)
         except UserError as e:
             raise UserError(f"training row {n}: {e}") from None
-        if any(example["assistant_masks"]):
+        example = {key: value[:max_length] for key, value in full.items()}
+        if not any(example["assistant_masks"]):
+            dropped += 1
+        else:
+            truncated += any(full["assistant_masks"][max_length:])
             examples.append(example)
     if not examples:
         raise UserError(f"every training chat's assistant turns start beyond max_length={max_length}; raise max_length")
-    return examples
+    if truncated or dropped:
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] of {len(rows)} training rows, {truncated} lose answer tokens to max_length="
+            f"{max_length} and {dropped} are dropped (no answer token left); raise learner max_length to keep them", soft_wrap=True)
+    return examples, truncated, dropped
 
 
 def _trainer_class():
@@ -125,7 +140,7 @@ def train_sft(
     cuda, dtype = device_dtype()
     with quiet(not progress), partial_dir(output_dir, again="train this iteration again") as tmp:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        examples = _tokenize_rows(tokenizer, rows, cfg.max_length)
+        examples, truncated, dropped = _tokenize_rows(tokenizer, rows, cfg.max_length)
         transformers.set_seed(seed)
         base = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         args = _trl_args(cfg, tmp / "trainer", seed=seed, max_steps=max_steps, progress=progress, cuda=cuda)
@@ -145,4 +160,5 @@ def train_sft(
 
             batches = gather_object([trainer.trace])
         publish(trainer, tmp, output_dir, lambda dest: save_merged(trainer, tokenizer, cfg.lora is not None, dest))
-    return stats(trainer, result, tokens, seconds, batches)
+    return stats(trainer, result, tokens, seconds, batches).model_copy(
+        update={"truncated_rows": truncated, "dropped_rows": dropped})
