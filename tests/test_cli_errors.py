@@ -69,6 +69,9 @@ CASES = [
     ("search-output-is-file", ["search", str(CPL), "output={d}/file.txt"], "file.txt"),
     ("codeplan-output-is-file", ["codeplan", str(CODEPLAN), "output={d}/file.txt"], "file.txt"),
     ("annotate-output-is-dir", ["annotate", "-i", "{d}/preds.jsonl", "-o", "{d}"], "is a directory"),
+    # a bad corpus is said before the annotator loads (the missing model would be the error otherwise)
+    ("annotate-bad-input-before-model", ["annotate", "-i", "{d}/list_row.jsonl", "-m", "{d}/nope.gguf", "-o",
+                                         "{d}/ann.jsonl"], "list_row.jsonl line 1"),
     # models: missing paths, not checkpoints, offline hub ids; data from an offline hub
     ("model-missing-gguf", ["eval", "-t", "synthetic/arithmetic", "-m", "{d}/nope.gguf", "-o", "{d}/out"], "nope.gguf"),
     ("model-missing-dir", ["eval", "-t", "synthetic/arithmetic", "-m", "{d}/nope/", "-o", "{d}/out"], "nope"),

@@ -298,8 +298,9 @@ def annotate(
         input=input, prompt_field=prompt_field, response_field=response_field, answer_field=answer_field,
         split=split, hub_config=hub_config, limit=limit, max_new_tokens=max_new_tokens, temperature=temperature,
         seed=seed, chunk_size=chunk_size, copy_threshold=copy_threshold, dedupe=dedupe), "annotate")
-    engine = get_engine("hf", model, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code)
-    stats = run_annotation(engine, cfg, output, model_name=model, progress=not quiet)
+    stats = run_annotation(  # the model loads only once --input's first record has been read and checked
+        lambda: get_engine("hf", model, device=device, batch_size=batch_size, trust_remote_code=trust_remote_code),
+        cfg, output, model_name=model, progress=not quiet)
     table = Table(title=f"annotation · {model}")
     for col in ("processed", "kept", "kept %", "mean words prompt / plan / response", "tok/s", "records/s"):
         table.add_column(col, justify="right")

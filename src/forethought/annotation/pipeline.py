@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -159,18 +159,27 @@ def _start(out: Path, stats_path: Path, head: dict) -> _Stats:
     return stats
 
 
-def annotate(engine: Engine, cfg: AnnotateConfig, out: str | Path, *, model_name: str,
+def annotate(engine: Engine | Callable[[], Engine], cfg: AnnotateConfig, out: str | Path, *, model_name: str,
              progress: bool = True) -> dict:
-    """Annotate `cfg.input` into `out` (resuming from its commit point) and return the statistics."""
+    """Annotate `cfg.input` into `out` (resuming from its commit point) and return the statistics.
+
+    `engine` may be a zero-argument factory: it is called only after the corpus's first record has been read and
+    checked, so that a bad --input or field is said before a model loads and before anything is written."""
     if cfg.input is None:
         raise UserError("no corpus to annotate: give input (a JSONL file or a Hub dataset id)")
+    fields = Fields(cfg.prompt_field, cfg.response_field, cfg.answer_field)
+    if Path(cfg.input).expanduser().is_file():  # (a Hub id's shape is checked by read_pairs; its stream later)
+        next(read_pairs(cfg.input, fields), None)
+    else:
+        read_pairs(cfg.input, fields, split=cfg.split, config=cfg.hub_config)
+    if not hasattr(engine, "generate"):
+        engine = engine()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stats_path = sidecar(out, "stats.json")
     head = {"input": cfg.input, "output": str(out), "model": model_name, "prompts_version": PROMPTS_VERSION,
             "settings": cfg.identity()}
     stats = _start(out, stats_path, head)
-    fields = Fields(cfg.prompt_field, cfg.response_field, cfg.answer_field)
     pairs = read_pairs(cfg.input, fields, stats.position, split=cfg.split, config=cfg.hub_config)
     remaining = None if cfg.limit is None else max(0, cfg.limit - stats.position.index)
     seen = _Seen(sidecar(out, "seen.sqlite"), stats.position.index) if cfg.dedupe else None
