@@ -332,3 +332,13 @@ def test_hub_rows_become_examples(monkeypatch):
     assert (s.id, s.gold) == ("bbh/navigate/0", "False") and get_task("bbh/navigate").fewshot() is None
     assert ("openai/gsm8k", "main", "train") in asked and ("lukaemon/bbh", "navigate", "test") in asked
     assert ("allenai/ai2_arc", "ARC-Challenge", "test") in asked
+
+
+def test_hellaswag_corrupt_or_truncated_bz2_is_a_user_error(tmp_path):
+    good = bz2.compress(("context\n0\na\nb\nc\nd\n" * 200).encode())
+    for name, data in (("garbage", b"not bz2 at all" * 10), ("truncated", good[: len(good) // 2])):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "hellaswag_val_full.txt.bz2").write_bytes(data)
+        with pytest.raises(UserError, match=r"hellaswag_val_full.txt.bz2: not a complete bz2 file"):
+            get_task("hellaswag").load(folder)

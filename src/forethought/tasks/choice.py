@@ -217,17 +217,22 @@ class HellaSwag(Task):
         file = split_file(path, split, {"validation": ["hellaswag_val_full.txt.bz2"],
                                         "train": ["hellaswag_train_full.txt.bz2"]}, self.name)
         opener = bz2.open if file.suffix == ".bz2" else open
-        with utf8(file), opener(file, "rt", encoding="utf-8") as f:
-            lines = (line.rstrip("\n") for line in f)
-            for i, item in enumerate(iter(lambda: list(islice(lines, 6)), [])):
-                if len(item) < 6:
-                    if item == [""]:  # the file's final newline
-                        return
-                    raise UserError(f"{file} line {6 * i + 1}: incomplete item ({len(item)} of 6 lines: "
-                                    f"context, label, 4 endings)")
-                context, label, *endings = item
-                gold = gold_index(label, 4, f"{file} line {6 * i + 2}", "label")
-                yield choice_example(f"hellaswag/{split}/{i}", _hellaswag_question(context), endings, gold)
+        try:
+            with utf8(file), opener(file, "rt", encoding="utf-8") as f:
+                lines = (line.rstrip("\n") for line in f)
+                for i, item in enumerate(iter(lambda: list(islice(lines, 6)), [])):
+                    if len(item) < 6:
+                        if item == [""]:  # the file's final newline
+                            return
+                        raise UserError(f"{file} line {6 * i + 1}: incomplete item ({len(item)} of 6 lines: "
+                                        f"context, label, 4 endings)")
+                    context, label, *endings = item
+                    gold = gold_index(label, 4, f"{file} line {6 * i + 2}", "label")
+                    yield choice_example(f"hellaswag/{split}/{i}", _hellaswag_question(context), endings, gold)
+        except (OSError, EOFError) as e:  # bz2: "Invalid data stream", or a truncated download
+            if file.suffix != ".bz2":
+                raise
+            raise UserError(f"{file}: not a complete bz2 file ({e}); download it again") from None
 
     def _hub(self, split: str) -> Iterator[Example]:
         for i, row in enumerate(load_hub(self.hub_id, self.hub_config, split)):
