@@ -239,6 +239,18 @@ def test_two_step_grpo_run_through_the_cli(tmp_path, warm_model, ones_task):
         prompt = engine.encode(Request(messages=messages))
         assert row["logprob_sum"] == pytest.approx(_logprob(warm_model, prompt, row["token_ids"]), abs=2e-3)
 
+    # prompt tokens: each question's prompt, prefilled once for its G rollouts, is counted once; a study reports them
+    for rows in rollouts.values():
+        for q in {r["question_id"] for r in rows}:
+            messages, _ = rollout_messages(questions[q].question, "number", "none")
+            counted = [r["tokens_in"] for r in rows if r["question_id"] == q]
+            assert sorted(counted) == [0, 0, 0, len(engine.encode(Request(messages=messages)))]
+    from forethought.study.results import run_points
+
+    points = run_points(root)
+    assert [p["prompt_tokens"] for p in points] == [
+        0, sum(r["tokens_in"] for r in rollouts[1]), sum(r["tokens_in"] for t in (1, 2) for r in rollouts[t])]
+
     row = compare_runs([root])[0]
     assert row["generated_tokens"] == metrics[2]["cumulative_tokens"] and row["sampler"] == "grpo rollouts"
     assert [t for t, _ in row["curve"]] == [0, metrics[1]["cumulative_tokens"], metrics[2]["cumulative_tokens"]]

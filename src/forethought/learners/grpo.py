@@ -235,10 +235,12 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
             requests.append(Request(messages=p, n=count, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_completion_length, stop=stop, seed=s, logprobs=True))
         done = engine.generate(requests, progress=False)
-        out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "finish_reason": [], "logprob_sum": []}
+        out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "finish_reason": [], "logprob_sum": [],
+               "tokens_in": []}
         for req, completion in zip(requests, done):
             ids = engine.encode(req)
-            for sample in completion.samples:
+            for k, sample in enumerate(completion.samples):
+                out["tokens_in"].append(0 if k else len(ids))  # a request's prompt is prefilled once for its n samples
                 out["prompt_ids"].append(ids)
                 out["completion_ids"].append(sample.token_ids)
                 out["finish_reason"].append(sample.finish_reason)

@@ -149,7 +149,7 @@ class TaskReward:
                 row = {"step": step, "question_id": q, "completion": text, **p.as_dict(),
                        "tokens": len(completion_ids[k]) if completion_ids is not None else None,
                        "token_ids": list(completion_ids[k]) if completion_ids is not None else None}
-                for key in ("finish_reason", "logprob_sum"):
+                for key in ("finish_reason", "logprob_sum", "tokens_in"):
                     if key in extra:
                         row[key] = extra[key][k]
                 self.sink(row)

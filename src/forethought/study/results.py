@@ -35,11 +35,15 @@ def _records(path: Path) -> list[dict]:
     return [r for _, r in read_jsonl(path)] if path.is_file() else []
 
 
-def _tokens_in(path: Path) -> int | None:
-    """Prompt tokens of one iteration's samples (None when it has no samples file: GRPO rollouts don't count them)."""
-    if not path.is_file():
+def _tokens_in(it: Path) -> int | None:
+    """Prompt tokens of one iteration's sampling: its samples, or its GRPO rollouts (each request's prompt counted
+    once for its n samples); None when they were not recorded (TRL's own generate, runs from before they were)."""
+    if (it / "samples.jsonl").is_file():
+        return sum(r.get("tokens_in", 0) for r in _records(it / "samples.jsonl"))
+    rows = _records(it / "rollouts.jsonl")
+    if not rows or any("tokens_in" not in r for r in rows):
         return None
-    return sum(r.get("tokens_in", 0) for r in _records(path))
+    return sum(r["tokens_in"] for r in rows)
 
 
 def run_points(d: Path) -> list[dict]:
@@ -49,7 +53,7 @@ def run_points(d: Path) -> list[dict]:
     metrics = [m for _, m in read_jsonl(d / "metrics.jsonl")] if (d / "metrics.jsonl").is_file() else []
     for m in sorted(metrics, key=lambda m: m["iteration"]):
         it = d / f"iter_{m['iteration']:03d}"
-        tin = _tokens_in(it / "samples.jsonl") if m["iteration"] else 0
+        tin = _tokens_in(it) if m["iteration"] else 0
         prompt = None if prompt is None or tin is None else prompt + tin
         seconds += m.get("seconds") or 0.0
         points.append({"iteration": m["iteration"], "accuracy": m["accuracy"], "ci95": m["ci95"],
