@@ -107,3 +107,57 @@ def test_fewshot_is_honoured_or_refused():
     with pytest.raises(UserError, match="has no few-shot prompt"):
         evaluate(engine, arithmetic, questions, model_name="m", fewshot=True)
     assert engine.calls == []  # refused before anything was generated
+
+
+def test_a_killed_evaluation_resumes_at_its_first_unfinished_chunk(tmp_path):
+    """With `partial`, questions are answered in chunks of the engine's batch size, each kept as it ends: a kill
+    in chunk 3 of 3 leaves 2 chunks, the rerun asks the engine only for the third (plan and solution turns), and the
+    records equal an uninterrupted evaluation's; other settings do not reuse them; write() removes the file."""
+    import pytest
+
+    from forethought.evaluate import partial_path
+
+    task = get_task("synthetic/arithmetic", test_size=10)
+    examples = task.load(split="test")
+    golds = _gold_by_question(examples)
+
+    def answer(req, k):
+        q = next(q for q in golds if q in req.messages[0]["content"])
+        return f"PLAN: add up {q[:12]}" if len(req.messages) == 1 else f"The answer is {golds[q]}."
+
+    class Killed(Exception):
+        pass
+
+    class Dies(ScriptedEngine):
+        batch_size = 4
+
+        def generate(self, requests, *, progress=True):
+            if len(self.calls) == 4:  # chunks 1 and 2 took two calls each (plan, solution); chunk 3 dies
+                raise Killed
+            return super().generate(requests, progress=progress)
+
+    kwargs = dict(model_name="fake", plan_format="natural", max_new_tokens=32)
+    path = partial_path(tmp_path / "eval")
+    with pytest.raises(Killed):
+        evaluate(Dies(answer), task, examples, partial=path, **kwargs)
+    assert [len(r["ids"]) for _, r in read_lines(path)] == [4, 4]
+    again = Dies(answer)
+    again.calls = [None] * 10  # it would die only on its 5th call
+    resumed = evaluate(again, task, examples, partial=path, **kwargs)
+    assert [len(c) for c in again.calls[10:]] == [2, 2]  # the last chunk's 2 questions: plans, then solutions
+    whole = ScriptedEngine(answer)
+    whole.batch_size = 4
+    reference = evaluate(whole, task, examples, **kwargs)
+    assert resumed.records == reference.records and resumed.summary["accuracy"] == 1.0
+    other = ScriptedEngine(answer)
+    other.batch_size = 4
+    evaluate(other, task, examples, partial=path, **{**kwargs, "max_new_tokens": 16})
+    assert sum(len(c) for c in other.calls) == 2 * len(examples)  # other settings answer everything again
+    resumed.write(tmp_path / "eval")
+    assert not path.exists() and (tmp_path / "eval" / "summary.json").is_file()
+
+
+def read_lines(path):
+    from forethought.jsonl import read_jsonl
+
+    return list(read_jsonl(path))

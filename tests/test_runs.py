@@ -220,3 +220,38 @@ def test_sigkill_during_sampling_and_training_then_resume_matches(tmp_path, warm
     # chunking changes nothing in what is sampled
     assert sorted(strip_seconds(read_lines(tmp_path / "ref" / "iter_001" / "samples.jsonl")),
                   key=lambda r: r["id"]) == sorted(want, key=lambda r: r["id"])
+
+
+def test_a_run_evaluation_resumes_from_its_finished_chunks(tmp_path, warm_model, ones_task, monkeypatch):
+    """The run loop evaluates through a chunks file in the iteration's eval folder: a kill after the first chunk
+    (engine batch 2: 3 chunks) leaves it, the rerun generates only the other chunks, and the records equal an
+    uninterrupted run's; the file is gone once the evaluation is written."""
+    from forethought import evaluate as evaluate_module
+
+    recipe = write_recipe(tmp_path / "r.yaml", warm_model, ones_task, tmp_path / "run", iterations=0,
+                          engine={"batch_size": 2})
+    answered, real = [], evaluate_module._ANSWER["none"]
+
+    def dies_after_one_chunk(engine, task, examples, s):
+        if answered:
+            raise KeyboardInterrupt
+        answered.append(len(examples))
+        return real(engine, task, examples, s)
+
+    monkeypatch.setitem(evaluate_module._ANSWER, "none", dies_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, progress=False)
+    partial = tmp_path / "run" / "iter_000" / "eval" / "answers.partial.jsonl"
+    assert [len(r["ids"]) for r in read_lines(partial)] == [2]
+
+    def counts(engine, task, examples, s):
+        answered.append(len(examples))
+        return real(engine, task, examples, s)
+
+    monkeypatch.setitem(evaluate_module._ANSWER, "none", counts)
+    run_recipe(recipe, progress=False)
+    assert answered == [2, 2, 2] and not partial.exists()
+    run_recipe(write_recipe(tmp_path / "w.yaml", warm_model, ones_task, tmp_path / "whole", iterations=0,
+                            engine={"batch_size": 2}), progress=False)
+    got, want = (read_lines(tmp_path / d / "iter_000" / "eval" / "records.jsonl") for d in ("run", "whole"))
+    assert got == want

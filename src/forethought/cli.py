@@ -98,7 +98,7 @@ def eval_cmd(
     from forethought.config import validate
     from forethought.engines import close_engine, get_engine
     from forethought.engines.settings import EngineSettings
-    from forethought.evaluate import evaluate
+    from forethought.evaluate import evaluate, partial_path
     from forethought.jsonl import check_output_dir
     from forethought.tasks import get_task
 
@@ -120,7 +120,7 @@ def eval_cmd(
         result = evaluate(
             engine, the_task, examples, model_name=model, plan_format=plan_format, n=n, temperature=temperature,
             top_p=top_p, max_new_tokens=max_new_tokens, plan_max_new_tokens=plan_max_new_tokens, fewshot=fewshot,
-            seed=seed, progress=not quiet,
+            seed=seed, progress=not quiet, partial=partial_path(output),  # a killed evaluation resumes
         )
     finally:
         close_engine(engine)

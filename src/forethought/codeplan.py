@@ -163,7 +163,7 @@ class CodePlanRun:
 
     def evaluate(self, variant: str, model: str, name: str | None = None) -> None:
         """Evaluate `model` with `variant`'s prompts into {name}/eval/."""
-        from forethought.evaluate import evaluate
+        from forethought.evaluate import evaluate, partial_path
 
         def run() -> None:
             v = self.cfg.eval
@@ -171,7 +171,7 @@ class CodePlanRun:
                               plan_format=variant, n=v.n, temperature=v.temperature, top_p=v.top_p,
                               max_new_tokens=v.max_new_tokens,
                               plan_max_new_tokens=v.plan_max_new_tokens, seed=self.cfg.seed,
-                              progress=self.progress)
+                              progress=self.progress, partial=partial_path(self.root / (name or variant) / "eval"))
             result.write(self.root / (name or variant) / "eval")
             self.stages.log_metrics(0, result.summary, prefix=f"eval/{name or variant}")
             self.stages.log_table(0, f"examples/{name or variant}", example_rows(result.records))

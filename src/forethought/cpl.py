@@ -141,14 +141,15 @@ class CplRun:
 
     def evaluate(self, model: str, name: str) -> None:
         """Zero-shot evaluation of `model` in the step format into eval/{name}/."""
-        from forethought.evaluate import evaluate
+        from forethought.evaluate import evaluate, partial_path
 
         def run() -> None:
             e = self.cfg.eval
             result = evaluate(self.stages.engine(model), self.task, self.eval_q, model_name=model,
                               plan_format="steps", n=e.n, temperature=e.temperature, top_p=e.top_p,
                               max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens,
-                              fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress)
+                              fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress,
+                              partial=partial_path(self.root / "eval" / name))
             result.write(self.root / "eval" / name)
             step = 0 if name == "base" else int(name[1:].split("_")[0])  # the round (r2_apo -> 2)
             self.stages.log_metrics(step, result.summary, prefix=f"eval/{name}")

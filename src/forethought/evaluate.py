@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from forethought import plans
 from forethought.engines.base import Engine, Request, request_seed
 from forethought.errors import UserError
-from forethought.jsonl import write_json, write_jsonl
+from forethought.jsonl import append, open_for_append, read_jsonl, write_json, write_jsonl
 from forethought.plans import code, steps
 from forethought.plans.prompts import PROMPTS_VERSION
 from forethought.stats import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
@@ -25,9 +27,16 @@ class EvalResult:
     summary: dict
 
     def write(self, directory: Path) -> None:
-        """DIR/records.jsonl, then DIR/summary.json (written last: its presence marks the evaluation done)."""
+        """DIR/records.jsonl, then DIR/summary.json (written last: its presence marks the evaluation done); the
+        chunks file of a resumable evaluation into DIR (see `partial_path`) goes once both are written."""
         write_jsonl(directory / "records.jsonl", self.records)
         write_json(directory / "summary.json", self.summary)
+        partial_path(directory).unlink(missing_ok=True)
+
+
+def partial_path(directory: Path) -> Path:
+    """Where an evaluation into `directory` keeps its finished chunks until it is written (pass it as `partial`)."""
+    return Path(directory) / "answers.partial.jsonl"
 
 
 Row = tuple  # (example, prompt, plan or None, output, tokens, finish_reason): one sample, before scoring
@@ -125,8 +134,13 @@ def evaluate(
     fewshot: bool = False,
     seed: int = 0,
     progress: bool = True,
+    partial: Path | None = None,
 ) -> EvalResult:
     """Answer every example `n` times with `engine` and score the answers with the task's verifier.
+
+    With `partial` (a JSON Lines file) the questions are answered in chunks of the engine's batch size, each
+    appended there as it ends, so that a killed evaluation resumes at its first unfinished chunk; seconds then
+    count every attempt's chunks.
 
     With plan format `code` the verifier reads only the response after the plan's block (none if it never closes);
     with `steps` (CPL) it reads the text after <solution>, or the whole reply when the model never opened one.
@@ -140,11 +154,43 @@ def evaluate(
         raise UserError(f"task '{task.name}' has no few-shot prompt; turn fewshot off")
     s = _Sampling(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                   plan_max_new_tokens=plan_max_new_tokens, seed=seed, shots=shots, progress=progress)
-    start = time.perf_counter()
-    rows = _ANSWER[plan_format](engine, task, examples, s)
-    seconds = time.perf_counter() - start
+    if partial is None:
+        start = time.perf_counter()
+        rows = _ANSWER[plan_format](engine, task, examples, s)
+        seconds = time.perf_counter() - start
+    else:
+        key = hashlib.sha256(json.dumps([model_name, plan_format, {k: v for k, v in asdict(s).items() if k != "progress"},
+                                         PROMPTS_VERSION, task.name], sort_keys=True).encode()).hexdigest()[:16]
+        rows, seconds = _in_chunks(_ANSWER[plan_format], engine, task, examples, s, Path(partial), key)
     return _score(task, rows, s, seconds=seconds, model_name=model_name, plan_format=plan_format,
                   engine_name=getattr(engine, "name", type(engine).__name__))
+
+
+def _in_chunks(answer: Callable, engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling, path: Path,
+               key: str) -> tuple[list[Row], float]:
+    """`answer` over consecutive chunks of examples, reusing the chunks `path` already holds for the same
+    questions and settings (`key`); returns the rows in order and the seconds the chunks took."""
+    size = max(1, int(getattr(engine, "batch_size", None) or 64))
+    done = {}
+    if path.is_file():
+        done = {(r["chunk"], tuple(r["ids"])): r for _, r in read_jsonl(path) if r.get("key") == key}
+    by_id = {ex.id: ex for ex in examples}
+    rows, seconds = [], 0.0
+    with open_for_append(path) as f:
+        for k in range(0, len(examples), size):
+            chunk = examples[k: k + size]
+            ids = tuple(ex.id for ex in chunk)
+            record = done.get((k // size, ids))
+            if record is None:
+                start = time.perf_counter()
+                got = answer(engine, task, chunk, s)
+                record = {"key": key, "chunk": k // size, "ids": list(ids),
+                          "seconds": round(time.perf_counter() - start, 3),
+                          "rows": [[ex.id, *rest] for ex, *rest in got]}
+                append(f, [record])
+            rows += [(by_id[r[0]], *r[1:]) for r in record["rows"]]
+            seconds += record["seconds"]
+    return rows, seconds
 
 
 def _score(task: Task, rows: list[Row], s: _Sampling, *, seconds: float, model_name: str, plan_format: str,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from forethought.errors import UserError
-from forethought.evaluate import EvalResult, evaluate
+from forethought.evaluate import EvalResult, evaluate, partial_path
 from forethought.jsonl import write_json, write_jsonl
 from forethought.learners import train
 from forethought.learners.grpo import GRPOConfig, train_grpo_iteration
@@ -154,7 +154,7 @@ class Runner:
             self.stages.engine(model), self.task, self.eval_q, model_name=model,
             plan_format=self.plan_format, n=e.n, temperature=e.temperature, top_p=e.top_p,
             max_new_tokens=e.max_new_tokens, plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot,
-            seed=self.cfg.seed, progress=self.progress,
+            seed=self.cfg.seed, progress=self.progress, partial=partial_path(self.iter_dir(t) / "eval"),
         )
         result.write(self.iter_dir(t) / "eval")
         self.record_iteration(t, result)

@@ -220,7 +220,7 @@ class Study:
     def transfer(self, name: str, seed: int, label: str) -> None:
         """Evaluate the arm's final model on transfer task `label` with the arm's own evaluation settings."""
         from forethought.engines import close_engine, get_engine
-        from forethought.evaluate import evaluate
+        from forethought.evaluate import evaluate, partial_path
         from forethought.tasks import get_task
 
         t, cfg = self.cfg.transfer[label], self.arms[name, seed]
@@ -236,7 +236,7 @@ class Study:
             result = evaluate(engine, task, questions, model_name=model, plan_format=fmt, n=e.n,
                               temperature=e.temperature, top_p=e.top_p, max_new_tokens=e.max_new_tokens,
                               plan_max_new_tokens=e.plan_max_new_tokens, fewshot=e.fewshot, seed=seed,
-                              progress=self.progress)
+                              progress=self.progress, partial=partial_path(self.transfer_dir(name, seed, label)))
         finally:
             close_engine(engine)
         result.write(self.transfer_dir(name, seed, label))
