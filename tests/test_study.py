@@ -362,6 +362,13 @@ def test_a_killed_study_resumes_every_arm_where_it_stopped(tmp_path, tiny_model_
         run(out, fail_at=5)
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert stages == {"arms/none/seed_0": "done", "transfer/none/seed_0/harder": "done"}
+    # the results so far are written as each arm ends: none's, and rest as not finished (no final accuracy), so
+    # `forethought report` can show a study while it runs
+    partial = json.loads((out / "study.json").read_text())
+    assert not partial["complete"] and partial["stages"]["arms/rest/seed_0"] == "pending"
+    assert partial["arms"]["none"]["finished"] and partial["arms"]["none"]["final"]["accuracy"] is not None
+    assert not partial["arms"]["rest"]["finished"] and partial["arms"]["rest"]["final"]["accuracy"] is None
+    assert "rest (not finished)" in (out / "table.md").read_text()
     none_manifest = (out / "arms" / "none" / "seed_0" / "manifest.json").read_text()
     samples = read_records(out / "arms" / "rest" / "seed_0" / "iter_001" / "samples.jsonl")
     assert samples and not (out / "arms" / "rest" / "seed_0" / "iter_001" / "checkpoint").exists()
@@ -396,3 +403,4 @@ def test_a_killed_study_resumes_every_arm_where_it_stopped(tmp_path, tiny_model_
     assert spent["tokens"] > 0 and spent["within_budget"]
     for name in ("study.json", "table.md", "accuracy_vs_tokens.png", "accuracy_vs_seconds.png"):
         assert (out / name).is_file()
+    assert resumed["complete"] and all(a["finished"] for a in resumed["arms"].values())

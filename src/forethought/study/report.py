@@ -57,8 +57,8 @@ def write_study_report(study_dir: Path, out: Path | None = None) -> Path:
     study_dir = Path(study_dir)
     path = study_dir / STUDY_JSON
     if not path.is_file():
-        raise UserError(f"{study_dir}: no {STUDY_JSON} yet; run `forethought study` on the study file (it resumes) "
-                        "to write it")
+        raise UserError(f"{study_dir}: no {STUDY_JSON} yet (it is written as each arm finishes); run `forethought "
+                        "study` on the study file (it resumes) to write it")
     try:
         study = json.loads(read_text(path))
     except json.JSONDecodeError as e:

@@ -111,17 +111,19 @@ def _delta(base: dict, arm: dict) -> dict | None:
 
 
 def summarize(root: Path, arms: list[dict], seeds: list[int], baseline: str, transfer: list[str] = (),
-              budget: int | None = None) -> dict:
+              budget: int | None = None, finished: set[str] | None = None) -> dict:
     """study.json's content from the arm directories under `root` (arms/NAME/seed_S, transfer/LABEL/NAME/seed_S).
 
     `arms`: [{"name", "kind" (run | cpl), and anything else to carry into study.json (note, recipe, method,
-    budget_share, max_call_tokens...)}]."""
+    budget_share, max_call_tokens...)}]. `finished`: the study stages done (None: all); an arm with a seed not
+    done shows its iterations so far but no final accuracy (its last evaluation so far is not its result)."""
     out = {"budget": budget, "seeds": seeds, "baseline": baseline, "transfer": list(transfer), "arms": {}}
     finals: dict[str, dict[str, list[bool]]] = {}
     transfer_finals: dict[str, dict[str, dict[str, list[bool]]]] = {t: {} for t in transfer}
     for arm in arms:
         name = arm["name"]
-        entry = {**arm, "seeds": {}}
+        complete = finished is None or all(f"arms/{name}/seed_{s}" in finished for s in seeds)
+        entry = {**arm, "finished": complete, "seeds": {}}
         per_seed_points = {}
         for seed in seeds:
             d = root / "arms" / name / f"seed_{seed}"
@@ -141,7 +143,7 @@ def summarize(root: Path, arms: list[dict], seeds: list[int], baseline: str, tra
                 if arm.get("max_call_tokens") is not None:
                     entry["seeds"][str(seed)]["within_budget"] = over <= arm["max_call_tokens"]
         # pooled over seeds, iteration by iteration (only iterations every seed reached)
-        done = [per_seed_points[s] for s in seeds if per_seed_points[s]]
+        done = [per_seed_points[s] for s in seeds if per_seed_points[s]] if complete else []
         pooled = []
         if len(done) == len(seeds):
             for i in range(min(len(p) for p in done)):
@@ -210,7 +212,8 @@ def table_rows(study: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, a in study["arms"].items():
         f = a["final"]
-        row = [name + (" (baseline)" if name == base else ""), _pct(f["accuracy"], f["ci95"]),
+        title = name + (" (baseline)" if name == base else "") + ("" if a.get("finished", True) else " (not finished)")
+        row = [title, _pct(f["accuracy"], f["ci95"]),
                "" if name == base else _pp(f.get("delta_vs_baseline")), _num(f["tokens"]), _num(f["prompt_tokens"]),
                _num(f["seconds"])]
         for label in study.get("transfer", []):
@@ -279,10 +282,12 @@ def write_results(study) -> dict:
                      "budget_key": budget_key(c) if shares else None,
                      "budget_share": cfg.budget // shares if shares else 0,
                      "max_call_tokens": max_call_tokens(c) if shares else 0})
-    out = summarize(study.root, arms, cfg.seeds, cfg.baseline, list(cfg.transfer), cfg.budget)
+    done = study.stages.manifest["stages"]
+    stages = {name: done.get(name, "pending") for name in study.stage_names()}
+    finished = {name for name, status in stages.items() if status in ("done", "skipped")}
+    out = summarize(study.root, arms, cfg.seeds, cfg.baseline, list(cfg.transfer), cfg.budget, finished=finished)
     out = {"source": str(study.source), "output": str(study.root), "task": cfg.task.model_dump(), "model": cfg.model,
-           **out,
-           "stages": dict(study.stages.manifest["stages"])}
+           **out, "complete": len(finished) == len(stages), "stages": stages}
     write_json(study.root / STUDY_JSON, out)
     (study.root / TABLE_MD).write_text(out["table_markdown"], encoding="utf-8")
     for x, name in PLOTS.items():

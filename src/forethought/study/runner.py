@@ -164,11 +164,19 @@ class Study:
         with self.stages:
             for arm in self.cfg.arms:
                 for seed in self.cfg.seeds:
-                    self.stages.stage(f"arms/{arm.name}/seed_{seed}", lambda: self.run_arm(arm.name, seed))
+                    if self.stages.stage(f"arms/{arm.name}/seed_{seed}", lambda: self.run_arm(arm.name, seed)):
+                        write_results(self)  # the results so far, readable (forethought report) while it runs
                     for label in self.cfg.transfer:
-                        self.stages.stage(f"transfer/{arm.name}/seed_{seed}/{label}",
-                                          lambda: self.transfer(arm.name, seed, label))
+                        if self.stages.stage(f"transfer/{arm.name}/seed_{seed}/{label}",
+                                             lambda: self.transfer(arm.name, seed, label)):
+                            write_results(self)
         return write_results(self)
+
+    def stage_names(self) -> list[str]:
+        """Every stage of the study, in the order it runs them."""
+        return [name for arm in self.cfg.arms for seed in self.cfg.seeds
+                for name in [f"arms/{arm.name}/seed_{seed}"]
+                + [f"transfer/{arm.name}/seed_{seed}/{label}" for label in self.cfg.transfer]]
 
     def run_arm(self, name: str, seed: int) -> None:
         """The arm's own pipeline; it resumes from its own manifest when a killed study runs again."""
