@@ -187,3 +187,23 @@ def test_rows_cut_by_max_length_are_counted_and_reported(tiny_model_dir, tmp_pat
     fits = train_sft(tiny_model_dir, ROWS, tmp_path / "fits", LORA.model_copy(update={"epochs": 1}), seed=0,
                      max_steps=1, progress=False)
     assert (fits.truncated_rows, fits.dropped_rows) == (0, 0) and "warning" not in capsys.readouterr().err
+
+
+def test_cpu_micro_batches_bound_the_tokens_and_train_the_same_step(tiny_model_dir, tmp_path, monkeypatch):
+    """On CPU a batch is split into micro-batches of at most CPU_TRAIN_TOKENS padded tokens with gradient
+    accumulation raised to match, so each optimiser step still trains on the same rows: the weights after two steps
+    equal those of training each batch in one pass."""
+    from forethought.learners import common
+
+    cfg = LORA.model_copy(update={"epochs": 1, "batch_size": 4, "max_length": 256})
+    split = common.micro_batches({"per_device_train_batch_size": 4}, cfg, cuda=False)
+    assert split["per_device_train_batch_size"] * cfg.max_length <= common.CPU_TRAIN_TOKENS
+    assert split["per_device_train_batch_size"] * split["gradient_accumulation_steps"] == 4
+    assert split["per_device_train_batch_size"] < 4  # the case below does split
+    train_sft(tiny_model_dir, ROWS * 2, tmp_path / "micro", cfg, seed=0, max_steps=2, progress=False)
+    monkeypatch.setattr(common, "CPU_TRAIN_TOKENS", 4 * cfg.max_length)
+    train_sft(tiny_model_dir, ROWS * 2, tmp_path / "whole", cfg, seed=0, max_steps=2, progress=False)
+    micro, whole, base = weights(tmp_path / "micro"), weights(tmp_path / "whole"), weights(tiny_model_dir)
+    assert any(not torch.equal(micro[k], base[k]) for k in base)
+    for k in micro:
+        torch.testing.assert_close(micro[k], whole[k], rtol=1e-4, atol=1e-6)

@@ -106,8 +106,10 @@ def trainer_kwargs(cfg, output_dir: Path, *, seed: int, max_steps: int | None, p
 
 # Padded tokens per training forward pass on CPU. A forward keeps every layer's activations for the backward, about
 # 1.3 MB a token for SmolLM2-135M in fp32: a batch of 8 rows of 300-500 tokens held 5-7 GB. Micro-batches of at
-# most this many tokens, with gradient accumulation, train on the same rows per optimiser step.
-CPU_TRAIN_TOKENS = 1024
+# most this many tokens, with gradient accumulation, train on the same rows per optimiser step. 512 (one row of
+# the quickstart's max_length) against 1,024: peak 0.78x and CPU time 0.75x (no padding), the same loss
+# (bench/bench_train_memory.py, BENCHMARKS.md).
+CPU_TRAIN_TOKENS = 512
 # Tokens per tile of TRL's fused LM head (log-probs without full logits): its CPU fallback keeps several fp32
 # [tokens, 32768] temporaries per tile, 2-3 GB at TRL's 4,096 tokens; 256 keeps them near 200 MB.
 CPU_LOGPROB_TILE = 256
