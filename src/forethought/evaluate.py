@@ -159,8 +159,9 @@ def evaluate(
         rows = _ANSWER[plan_format](engine, task, examples, s)
         seconds = time.perf_counter() - start
     else:
-        key = hashlib.sha256(json.dumps([model_name, plan_format, {k: v for k, v in asdict(s).items() if k != "progress"},
-                                         PROMPTS_VERSION, task.name], sort_keys=True).encode()).hexdigest()[:16]
+        settings = {k: v for k, v in asdict(s).items() if k != "progress"}
+        key = json.dumps([model_name, plan_format, settings, PROMPTS_VERSION, task.name], sort_keys=True)
+        key = hashlib.sha256(key.encode()).hexdigest()[:16]
         rows, seconds = _in_chunks(_ANSWER[plan_format], engine, task, examples, s, Path(partial), key)
     return _score(task, rows, s, seconds=seconds, model_name=model_name, plan_format=plan_format,
                   engine_name=getattr(engine, "name", type(engine).__name__))
@@ -173,18 +174,18 @@ def _in_chunks(answer: Callable, engine: Engine, task: Task, examples: Sequence[
     size = max(1, int(getattr(engine, "batch_size", None) or 64))
     done = {}
     if path.is_file():
-        done = {(r["chunk"], tuple(r["ids"])): r for _, r in read_jsonl(path) if r.get("key") == key}
+        done = {tuple(r["ids"]): r for _, r in read_jsonl(path) if r.get("key") == key}
     by_id = {ex.id: ex for ex in examples}
     rows, seconds = [], 0.0
     with open_for_append(path) as f:
         for k in range(0, len(examples), size):
             chunk = examples[k: k + size]
             ids = tuple(ex.id for ex in chunk)
-            record = done.get((k // size, ids))
+            record = done.get(ids)
             if record is None:
                 start = time.perf_counter()
                 got = answer(engine, task, chunk, s)
-                record = {"key": key, "chunk": k // size, "ids": list(ids),
+                record = {"key": key, "ids": list(ids),
                           "seconds": round(time.perf_counter() - start, 3),
                           "rows": [[ex.id, *rest] for ex, *rest in got]}
                 append(f, [record])

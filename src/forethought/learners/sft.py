@@ -64,7 +64,8 @@ def _tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> tuple[list[d
     if truncated or dropped:
         Console(stderr=True).print(
             f"[yellow]warning:[/] of {len(rows)} training rows, {truncated} lose answer tokens to max_length="
-            f"{max_length} and {dropped} are dropped (no answer token left); raise learner max_length to keep them", soft_wrap=True)
+            f"{max_length} and {dropped} are dropped (no answer token left); raise learner max_length to keep them",
+            soft_wrap=True)
     return examples, truncated, dropped
 
 

@@ -283,7 +283,7 @@ def write_results(study) -> dict:
                      "budget_share": cfg.budget // shares if shares else 0,
                      "max_call_tokens": max_call_tokens(c) if shares else 0})
     done = study.stages.manifest["stages"]
-    stages = {name: done.get(name, "pending") for name in study.stage_names()}
+    stages = {name: done.get(name, "pending") for name, _ in study.planned()}
     finished = {name for name, status in stages.items() if status in ("done", "skipped")}
     out = summarize(study.root, arms, cfg.seeds, cfg.baseline, list(cfg.transfer), cfg.budget, finished=finished)
     out = {"source": str(study.source), "output": str(study.root), "task": cfg.task.model_dump(), "model": cfg.model,

@@ -14,6 +14,8 @@ inputs as one another arm (or seed) of the study has finished gets a copy of it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,22 +163,19 @@ class Study:
     def run(self) -> dict:
         from forethought.study.results import write_results
 
+        planned = self.planned()
         with self.stages:
-            for arm in self.cfg.arms:
-                for seed in self.cfg.seeds:
-                    if self.stages.stage(f"arms/{arm.name}/seed_{seed}", lambda: self.run_arm(arm.name, seed)):
-                        write_results(self)  # the results so far, readable (forethought report) while it runs
-                    for label in self.cfg.transfer:
-                        if self.stages.stage(f"transfer/{arm.name}/seed_{seed}/{label}",
-                                             lambda: self.transfer(arm.name, seed, label)):
-                            write_results(self)
+            for k, (name, fn) in enumerate(planned):
+                if self.stages.stage(name, fn) and k < len(planned) - 1:
+                    write_results(self)  # the results so far, readable (forethought report) while it runs
         return write_results(self)
 
-    def stage_names(self) -> list[str]:
-        """Every stage of the study, in the order it runs them."""
-        return [name for arm in self.cfg.arms for seed in self.cfg.seeds
-                for name in [f"arms/{arm.name}/seed_{seed}"]
-                + [f"transfer/{arm.name}/seed_{seed}/{label}" for label in self.cfg.transfer]]
+    def planned(self) -> list[tuple[str, Callable[[], None]]]:
+        """Every stage of the study with its function, in the order they run."""
+        return [(name, fn) for arm in self.cfg.arms for seed in self.cfg.seeds for name, fn in
+                [(f"arms/{arm.name}/seed_{seed}", partial(self.run_arm, arm.name, seed))]
+                + [(f"transfer/{arm.name}/seed_{seed}/{label}", partial(self.transfer, arm.name, seed, label))
+                   for label in self.cfg.transfer]]
 
     def run_arm(self, name: str, seed: int) -> None:
         """The arm's own pipeline; it resumes from its own manifest when a killed study runs again."""
