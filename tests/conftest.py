@@ -1,8 +1,10 @@
-"""Shared test fixtures: a tiny random Llama with a real (locally trained) tokenizer, and the embedded SmolLM2."""
+"""Shared test fixtures: a tiny random Llama with a real (locally trained) tokenizer, the embedded SmolLM2, and a
+task whose answer is always 1 with a helper that warms the tiny model toward it."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 from pathlib import Path
 
@@ -68,6 +70,35 @@ def tiny_engine(tiny_model_dir):
     from forethought.engines.hf import HFEngine
 
     return HFEngine(str(tiny_model_dir), device="cpu", batch_size=8)
+
+
+ONES_QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(16)]
+
+
+@pytest.fixture(scope="session")
+def ones_task(tmp_path_factory) -> Path:
+    """A custom YAML task whose answer is always 1 (so a briefly trained tiny model gets some right)."""
+    d = tmp_path_factory.mktemp("ones")
+    with open(d / "ones.jsonl", "w") as f:
+        for q in ONES_QUESTIONS:
+            f.write(json.dumps({"question": q, "answer": "1"}) + "\n")
+    (d / "ones.yaml").write_text(
+        "name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
+        "question_field: question\ngold_field: answer\nanswer_type: number\n"
+    )
+    return d / "ones.yaml"
+
+
+def warm_tiny_model(base: Path, out: Path, max_steps: int) -> Path:
+    """The tiny model after `max_steps` full fine-tuning steps toward 'The answer is 1.' on the ones task."""
+    from forethought.learners.sft import SFTConfig, train_sft
+    from forethought.plans import question_messages
+
+    rows = [{"messages": question_messages(q, "number") + [{"role": "assistant", "content": "The answer is 1."}]}
+            for q in ONES_QUESTIONS]
+    train_sft(base, rows, out, SFTConfig(lora=None, learning_rate=3e-3, max_steps=max_steps, batch_size=8),
+              seed=0, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from forethought.learners.rewards import RewardSettings, TaskReward, split_compl
 from forethought.runs.config import RunConfig
 from forethought.tasks import get_task
 from forethought.tasks.base import Example
+from conftest import ONES_QUESTIONS, warm_tiny_model
 from test_runs import _kill_when  # the SIGKILL helper the run-loop test uses
 
 pytest.importorskip("trl")
@@ -135,32 +136,10 @@ def test_sampler_section_in_a_grpo_run_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- end to end on the tiny model
 
-QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(16)]
-
-
-@pytest.fixture(scope="module")
-def ones_task(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ones")
-    with open(d / "ones.jsonl", "w") as f:
-        for q in QUESTIONS:
-            f.write(json.dumps({"question": q, "answer": "1"}) + "\n")
-    (d / "ones.yaml").write_text("name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
-                                 "question_field: question\ngold_field: answer\nanswer_type: number\n")
-    return d / "ones.yaml"
-
-
 @pytest.fixture(scope="module")
 def warm_model(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny random model after a few SFT steps toward 'The answer is 1.' (so rewards are not all equal)."""
-    from forethought.learners.sft import SFTConfig, train_sft
-    from forethought.plans import question_messages
-
-    out = tmp_path_factory.mktemp("warm") / "model"
-    rows = [{"messages": question_messages(q, "number") + [{"role": "assistant", "content": "The answer is 1."}]}
-            for q in QUESTIONS]
-    train_sft(tiny_model_dir, rows, out, SFTConfig(lora=None, learning_rate=3e-3, max_steps=6, batch_size=8),
-              seed=0, progress=False)
-    return out
+    return warm_tiny_model(tiny_model_dir, tmp_path_factory.mktemp("warm") / "model", max_steps=6)
 
 
 def write_recipe(path: Path, model: Path, task: Path, output: Path, **learner) -> Path:
@@ -334,7 +313,7 @@ def test_lora_rollouts_decode_merged_and_leave_the_policy_unmerged(tiny_model_di
         merged_while_decoding.append([m.merged for m in model.modules() if hasattr(m, "merged")])
         return generate(self, *args, **kwargs)
 
-    messages, _ = rollout_messages(QUESTIONS[0], "number", "none")
+    messages, _ = rollout_messages(ONES_QUESTIONS[0], "number", "none")
     HFEngine.generate = spy
     try:
         out = make_rollout(cfg, seed=0, stop=(), engine_options={"batch_size": 8})([messages] * 3, trainer)
@@ -454,7 +433,7 @@ def test_rollouts_honour_the_engine_settings(tiny_model_dir):
     HFEngine.generate = spy
     try:
         make_rollout(GRPOConfig(kind="grpo", num_generations=2, max_completion_length=4, lora=None), seed=0, stop=(),
-                     engine_options=options)([rollout_messages(QUESTIONS[0], "number", "none")[0]] * 2, trainer)
+                     engine_options=options)([rollout_messages(ONES_QUESTIONS[0], "number", "none")[0]] * 2, trainer)
     finally:
         HFEngine.generate = generate
     assert seen == [(77, False, True)]

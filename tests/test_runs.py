@@ -14,37 +14,14 @@ import pytest
 import yaml
 
 from forethought.errors import UserError
-from forethought.learners.sft import SFTConfig, train_sft
-from forethought.plans import question_messages
 from forethought.runs import run_recipe
 from forethought.runs.config import RunLearner
-
-QUESTIONS = [f"Question {i}: what is {i} times zero, plus one?" for i in range(16)]
-
-
-@pytest.fixture(scope="module")
-def ones_task(tmp_path_factory) -> Path:
-    """A custom YAML task whose answer is always 1 (so a briefly trained tiny model gets some right)."""
-    d = tmp_path_factory.mktemp("ones")
-    with open(d / "ones.jsonl", "w") as f:
-        for q in QUESTIONS:
-            f.write(json.dumps({"question": q, "answer": "1"}) + "\n")
-    (d / "ones.yaml").write_text(
-        "name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
-        "question_field: question\ngold_field: answer\nanswer_type: number\n"
-    )
-    return d / "ones.yaml"
-
+from conftest import warm_tiny_model
 
 @pytest.fixture(scope="module")
 def warm_model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny random model after a few full fine-tuning steps toward 'The answer is 1.'."""
-    out = tmp_path_factory.mktemp("warm") / "model"
-    rows = [{"messages": question_messages(q, "number") + [{"role": "assistant", "content": "The answer is 1."}]}
-            for q in QUESTIONS]
-    cfg = SFTConfig(lora=None, learning_rate=3e-3, max_steps=12, batch_size=8)
-    train_sft(tiny_model_dir, rows, out, cfg, seed=0, progress=False)
-    return out
+    """The tiny random model after 12 full fine-tuning steps toward 'The answer is 1.'."""
+    return warm_tiny_model(tiny_model_dir, tmp_path_factory.mktemp("warm") / "model", max_steps=12)
 
 
 def write_recipe(path: Path, model: Path, task: Path, output: Path, **extra) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_runs import ones_task, read_lines, warm_model, write_recipe  # noqa: F401 (fixtures)
+from test_runs import read_lines, warm_model, write_recipe  # noqa: F401 (fixture)
 
 from forethought.runs import run_recipe
 

@@ -133,7 +133,7 @@ def test_grpo_stops_rolling_out_at_the_budget_and_carries_the_rest(tmp_path, war
     assert [p.name for p in (root / "grpo_trainer").glob("checkpoint-*")] == [f"checkpoint-{steps_before}"]
 
 
-from test_grpo import ones_task, warm_model, write_recipe  # noqa: E402,F401  (module fixtures of the GRPO test)
+from test_grpo import warm_model, write_recipe  # noqa: E402,F401  (module fixtures of the GRPO test)
 
 
 # ---------------------------------------------------------------- study files and arm configs

@@ -18,7 +18,7 @@ from forethought.errors import UserError  # noqa: E402
 from forethought.runs import run_recipe  # noqa: E402
 from forethought.tracking import (BACKENDS, Tracker, example_rows, stage_step, trainer_report_to,  # noqa: E402
                                   trainer_run_args)
-from test_runs import ones_task, warm_model, write_recipe  # noqa: E402,F401 (fixtures)
+from test_runs import warm_model, write_recipe  # noqa: E402,F401 (fixtures)
 
 AVAILABLE = [b for b in BACKENDS if importlib.util.find_spec(b) is not None]
 
