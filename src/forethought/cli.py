@@ -367,7 +367,7 @@ def search(
     run = CplRun(load_config(CplConfig, resolve_recipe(recipe), overrides or []), progress=not quiet)
     with run.stages:
         run.search(1, run.cfg.model, None)
-    out.print(json.dumps(json.loads((run.root / "r1" / "search.json").read_text()), indent=2))
+    out.print(json.dumps(json.loads((run.root / "r1" / "search.json").read_text(encoding="utf-8")), indent=2))
 
 
 recipes_app = typer.Typer(no_args_is_help=False, help="The built-in recipes: list them, or copy one out to edit.")

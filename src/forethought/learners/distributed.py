@@ -104,7 +104,7 @@ def launch_training(
                 "seed": seed, "max_steps": max_steps, "progress": progress}
         if trace:
             spec["trace"] = True
-        (job / "job.json").write_text(json.dumps(spec))
+        (job / "job.json").write_text(json.dumps(spec), encoding="utf-8")
         with open(job / "rows.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -126,14 +126,14 @@ def launch_training(
                 shutil.copy(log, kept)
             raise RuntimeError(f"training in {settings.processes} processes failed (exit {done.returncode})"
                                + (f"; log kept at {kept}, it ends with:\n{tail}" if tail else ""))
-        return TrainStats.model_validate_json((job / "stats.json").read_text())
+        return TrainStats.model_validate_json((job / "stats.json").read_text(encoding="utf-8"))
     finally:
         shutil.rmtree(job, ignore_errors=True)
 
 
 def _worker(job: Path) -> None:
     """One rank: read the job, run the learner its kind names, and (rank 0) write the stats."""
-    spec = json.loads((job / "job.json").read_text())
+    spec = json.loads((job / "job.json").read_text(encoding="utf-8"))
     config_class, train, _ = learner(spec["kind"])
     rows = [json.loads(line) for line in (job / "rows.jsonl").read_text(encoding="utf-8").splitlines() if line]
     cfg = config_class.model_validate(spec["cfg"])
@@ -142,7 +142,7 @@ def _worker(job: Path) -> None:
                   max_steps=spec["max_steps"], progress=spec["progress"], **extra)
     if int(os.environ.get("RANK", "0")) == 0:
         tmp = job / "stats.json.tmp"
-        tmp.write_text(stats.model_dump_json())
+        tmp.write_text(stats.model_dump_json(), encoding="utf-8")
         tmp.replace(job / "stats.json")
 
 

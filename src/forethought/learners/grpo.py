@@ -263,7 +263,7 @@ def complete_checkpoints(trainer_dir: Path) -> list[Path]:
     for p in trainer_dir.glob("checkpoint-*"):
         try:
             _step_of(p)
-            json.loads((p / "trainer_state.json").read_text())
+            json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
         except (ValueError, OSError):
             continue
         out.append(p)

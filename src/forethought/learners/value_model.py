@@ -105,7 +105,8 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
 
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(dest)
             tokenizer.save_pretrained(dest)
-            (dest / SETTINGS).write_text(json.dumps({"max_length": cfg.max_length}) + "\n")  # for ValueModel.load
+            # for ValueModel.load
+            (dest / SETTINGS).write_text(json.dumps({"max_length": cfg.max_length}) + "\n", encoding="utf-8")
 
         with partial_dir(output_dir, again="train the value model again") as tmp:
             args = TrainingArguments(**trainer_kwargs(cfg, tmp / "trainer", seed=seed, max_steps=max_steps,
@@ -142,7 +143,8 @@ class ValueModel:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         net, tokenizer = _load(Path(path), torch.float32 if device == "cpu" else torch.bfloat16)
         settings = Path(path) / SETTINGS
-        max_length = json.loads(settings.read_text())["max_length"] if settings.exists() else ValueConfig().max_length
+        max_length = (json.loads(settings.read_text(encoding="utf-8"))["max_length"] if settings.exists()
+                      else ValueConfig().max_length)
         return cls(net.to(device), tokenizer, batch_size, max_length)
 
     def value(self, states: list[tuple[list[dict], str]]) -> list[float]:

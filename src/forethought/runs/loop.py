@@ -79,6 +79,9 @@ class Runner:
                                   progress=progress)
         self.root = self.stages.root
 
+    def _metrics(self, iteration: int) -> dict:
+        return json.loads(_text(self.iter_dir(iteration) / "metrics.json"))
+
     def iter_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:03d}"
 
@@ -116,7 +119,7 @@ class Runner:
         of T iterations generates at most T * max_tokens tokens plus one engine call."""
         if section.max_tokens is None:
             return section
-        before = json.loads((self.iter_dir(t - 1) / "metrics.json").read_text())["cumulative_tokens"] if t > 1 else 0
+        before = self._metrics(t - 1)["cumulative_tokens"] if t > 1 else 0
         return section.model_copy(update={"max_tokens": max(0, t * section.max_tokens - before)})
 
     def train(self, t: int) -> str | None:
@@ -173,7 +176,7 @@ class Runner:
         else:
             records = read_records(self.iter_dir(t) / "samples.jsonl")
             sampled, examples = sampling_metrics(records), example_rows(records)
-        previous = json.loads((self.iter_dir(t - 1) / "metrics.json").read_text()) if t else {}
+        previous = self._metrics(t - 1) if t else {}
         s = result.summary
         seconds = self.stages.seconds
         metrics = {
@@ -188,7 +191,7 @@ class Runner:
             "questions": sampled.get("questions", 0),
             "trials": sampled.get("trials", 0),
             "accepted": sampled.get("accepted", 0),
-            "train_examples": (self.iter_dir(t) / "train.jsonl").read_text().count("\n") if t and not self.grpo
+            "train_examples": _text(self.iter_dir(t) / "train.jsonl").count("\n") if t and not self.grpo
             else sampled.get("trials", 0),
             "trained": self.stages.status(_key(t, "train")) == "done" if t else False,
             # this evaluation's own time is added when its stage ends: count it from the result
@@ -197,14 +200,18 @@ class Runner:
                              + (s["seconds"] if eval_seconds is None else eval_seconds), 3),
         }
         if t:
-            base = [json.loads(x) for x in (self.iter_dir(0) / "eval" / "records.jsonl").read_text().splitlines()]
+            base = [json.loads(x) for x in _text(self.iter_dir(0) / "eval" / "records.jsonl").splitlines()]
             delta, ci = paired_delta_ci(correct_by_question(base), correct_by_question(result.records))
             metrics.update(delta_vs_base=delta, delta_ci95=list(ci))
         write_json(self.iter_dir(t) / "metrics.json", metrics)
         self.stages.log_metrics(t, metrics)
         self.stages.log_table(t, "examples", examples)
-        rows = [json.loads(p.read_text()) for p in self.root.glob("iter_*/metrics.json")]
+        rows = [json.loads(_text(p)) for p in self.root.glob("iter_*/metrics.json")]
         write_jsonl(self.root / "metrics.jsonl", sorted(rows, key=lambda r: r["iteration"]))
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 def _key(iteration: int, stage: str) -> str:
