@@ -76,3 +76,21 @@ def test_openai_engine_needs_servers_and_a_set_key(monkeypatch):
     monkeypatch.delenv("FT_UNSET_KEY", raising=False)
     with pytest.raises(UserError, match=r"\$FT_UNSET_KEY, which is not set"):
         get_engine("openai", "m", base_urls=["http://127.0.0.1:9/v1"], api_key_env="FT_UNSET_KEY")
+
+
+@pytest.mark.parametrize("env, expected", [("1", 1), ("3", 3), ("", None), ("many", None), ("0", None)])
+def test_cpu_generation_honours_omp_num_threads(tiny_model_dir, monkeypatch, env, expected):
+    """A user who sets OMP_NUM_THREADS (to share the machine) gets that many torch threads; otherwise (unset or not
+    a positive number) the engine takes the physical cores."""
+    import torch
+
+    from forethought.engines.hf import HFEngine, physical_cores
+
+    saved = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    try:
+        torch.set_num_threads(7)
+        HFEngine(str(tiny_model_dir), device="cpu", batch_size=2)
+        assert torch.get_num_threads() == (expected or physical_cores())
+    finally:
+        torch.set_num_threads(saved)

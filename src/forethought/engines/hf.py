@@ -55,6 +55,13 @@ def physical_cores() -> int:
         return max(1, available)
 
 
+def cpu_threads() -> int:
+    """Torch threads for CPU generation: OMP_NUM_THREADS when the user set it (e.g. to share the machine), else the
+    physical cores (torch's own default counts hyper-threads, which slow matmuls down)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The generator seed of sample `index` of a request seeded with `seed` (independent streams per sample)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "little") >> 1
@@ -136,7 +143,7 @@ class HFEngine:
         # default on CPU, where decoding is bound by reading the cache; on GPUs its extra kernel launches cost more.
         self.shared_kv = self.device.type == "cpu"
         if self.device.type == "cpu":
-            torch.set_num_threads(physical_cores())
+            torch.set_num_threads(cpu_threads())
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         if tokenizer.eos_token_id is not None:
