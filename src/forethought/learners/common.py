@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,6 +210,19 @@ def save_merged(trainer, tokenizer, merge: bool, dest: Path) -> None:
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
 
+
+
+def fit(trainer, progress: bool):
+    """Train (without the Trainer's per-step log lines unless `progress`); returns (result, seconds, tokens summed
+    over the ranks)."""
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    return result, seconds, gather_sum(trainer, trainer.trained_tokens)
 
 
 def gather_sum(trainer, count: int) -> int:

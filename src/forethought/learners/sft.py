@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +13,7 @@ from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.chat_mask import tokenize_chat
 from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
-                                         device_dtype, gather_sum, lora_config, micro_batches, partial_dir, publish,
+                                         device_dtype, fit, lora_config, micro_batches, partial_dir, publish,
                                          quiet, save_merged, stats, trainer_kwargs)
 
 __all__ = ["LoraSettings", "SFTConfig", "TrainStats", "tokenize_chat", "train_sft"]
@@ -127,7 +126,7 @@ def train_sft(
     """
     import datasets
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from forethought.models import resolve_model
 
@@ -150,12 +149,8 @@ def train_sft(
             processing_class=tokenizer, peft_config=lora_config(cfg.lora),
         )
         trainer.trace = [] if trace else None
-        if not progress:
-            trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - start
-        tokens, batches = gather_sum(trainer, trainer.trained_tokens), [trainer.trace] if trace else None
+        result, seconds, tokens = fit(trainer, progress)
+        batches = [trainer.trace] if trace else None
         if trace and trainer.accelerator.num_processes > 1:
             from accelerate.utils import gather_object
 

@@ -14,7 +14,6 @@ installed version first.
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +22,7 @@ from pydantic import Field
 from forethought.config import StrictModel
 from forethought.errors import UserError
 from forethought.learners.common import (DistributedSettings, LoraSettings, TrainStats, checkpointing_key,
-                                         device_dtype, gather_sum, lora_config, micro_batches, partial_dir, publish,
+                                         device_dtype, fit, lora_config, micro_batches, partial_dir, publish,
                                          quiet, save_merged, stats, trainer_kwargs, world_size)
 
 __all__ = ["TRL_SUPPORTED", "StepAPOConfig", "check_trl", "margin_offset", "step_apo_loss", "tokenize_pairs",
@@ -165,7 +164,7 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
     .train`): `cfg.batch_size` is the global batch, rank 0 saves, and trained_tokens counts every rank's steps."""
     check_trl()
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
     from forethought.models import resolve_model
@@ -195,11 +194,6 @@ def train_step_apo(model: str | Path, rows: list[dict], output_dir: Path, cfg: S
             )
             trainer = _trainer_class()(model=base, args=args, train_dataset=_pairs_dataset(examples, tmp),
                                        processing_class=tokenizer, peft_config=lora_config(cfg.lora))
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            start = time.perf_counter()
-            result = trainer.train()
-            seconds = time.perf_counter() - start
-            tokens = gather_sum(trainer, trainer.trained_tokens)
+            result, seconds, tokens = fit(trainer, progress)
             publish(trainer, tmp, output_dir, lambda dest: save_merged(trainer, tokenizer, cfg.lora is not None, dest))
     return stats(trainer, result, tokens, seconds)

@@ -8,13 +8,12 @@ continued, cut from the left.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
-from forethought.learners.common import (DistributedSettings, TrainStats, device_dtype, gather_sum, partial_dir,
+from forethought.learners.common import (DistributedSettings, TrainStats, device_dtype, fit, partial_dir,
                                          publish, quiet, stats, trainer_kwargs)
 
 __all__ = ["ValueConfig", "ValueModel", "train_value_model"]
@@ -74,7 +73,7 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
     import datasets
     import torch
     import transformers
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from forethought.models import resolve_model
 
@@ -113,12 +112,7 @@ def train_value_model(model: str | Path, rows: list[dict], output_dir: Path, cfg
                                                       progress=progress, cuda=cuda))
             trainer = TanhMSETrainer(model=net, args=args, train_dataset=datasets.Dataset.from_list(data),
                                      data_collator=DataCollatorWithPadding(tokenizer))
-            if not progress:
-                trainer.remove_callback(PrinterCallback)
-            start = time.perf_counter()
-            result = trainer.train()
-            seconds = time.perf_counter() - start
-            tokens = gather_sum(trainer, trainer.trained_tokens)
+            result, seconds, tokens = fit(trainer, progress)
             publish(trainer, tmp, output_dir, save)
     return stats(trainer, result, tokens, seconds)
 
