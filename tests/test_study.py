@@ -173,7 +173,8 @@ def test_each_arm_gets_the_study_task_seed_output_and_its_budget_share(tmp_path)
 
 
 @pytest.mark.parametrize("over,message", [
-    ({"parallel": 2}, "parallel is 2, but only parallel: 1 is implemented"),
+    ({"parallel": 3, "devices": ["0", "1"]}, "parallel is 3 but devices lists 2"),
+    ({"parallel": 0}, "parallel"),
     ({"baseline": "nope"}, "baseline 'nope' is not an arm"),
     ({"budget": 0}, "budget"),
     ({"seeds": [1, 1]}, "repeat a seed"),
@@ -198,7 +199,7 @@ def test_bad_study_files_are_one_clear_error(tmp_path, over, message):
 
 
 def test_bad_study_through_the_cli_exits_2_with_one_line(tmp_path):
-    path = write_study(tmp_path / "s.yaml", tmp_path / "out", parallel=4)
+    path = write_study(tmp_path / "s.yaml", tmp_path / "out", parallel=4, devices=["0"])
     done = subprocess.run([sys.executable, "-m", "forethought.cli", "study", str(path)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -196,13 +196,20 @@ class StageRunner:
         finally:
             gc.collect()  # a stage's trainer or engine buffers, held in cycles, go now...
             release_free_memory()  # ...and the C heap gives them back, so the next stage starts small
-            if (peak := peak_rss_mb()) is not None:  # the stage's peak resident memory, kept over attempts
-                peaks = self.manifest.setdefault("peak_rss_mb", {})
-                peaks[name] = max(peaks.get(name, 0), peak)
-            self.add_seconds(name, time.perf_counter() - start)
-            self.tracker.log_stage_seconds(name, self.manifest["seconds"][name])
+            self.record(name, time.perf_counter() - start, peak_rss_mb())
         self.mark(name, status if isinstance(status, str) else "done")
         return True
+
+    def record(self, name: str, seconds: float, peak_mb: int | None, status: str | None = None) -> None:
+        """An attempt at stage `name`: its seconds (summed over attempts), its peak resident memory (the largest
+        over attempts) and, when given, its status (a stage run elsewhere, e.g. a study's child process)."""
+        if peak_mb is not None:
+            peaks = self.manifest.setdefault("peak_rss_mb", {})
+            peaks[name] = max(peaks.get(name, 0), peak_mb)
+        self.add_seconds(name, seconds)
+        self.tracker.log_stage_seconds(name, self.manifest["seconds"][name])
+        if status is not None:
+            self.mark(name, status)
 
     # ---------------------------------------------------------------- engine lifecycle
     def engine(self, model: str):

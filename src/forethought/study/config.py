@@ -45,7 +45,9 @@ class StudyConfig(StrictModel):
     transfer: dict[str, TransferTask] = {}  # label -> extra evaluation task of every arm's final model
     baseline: str  # the arm every other arm is compared with (paired, over the same test questions)
     arms: list[ArmConfig] = Field(min_length=1)
-    parallel: int = 1  # arms at a time; only 1 (one after another on this machine) is implemented
+    # stages (arm x seed runs, transfer evaluations) at a time, each in its own process (study/parallel.py)
+    parallel: int = Field(1, ge=1)
+    devices: list[str] = []  # CUDA devices for the worker slots: slot k gets CUDA_VISIBLE_DEVICES=devices[k]
     report_to: list[Backend] = []  # when set, every arm's run is tracked there (tracking.py)
     output: OutputDir
 
@@ -56,20 +58,14 @@ class StudyConfig(StrictModel):
             raise ValueError(f"seeds {seeds} repeat a seed")
         return seeds
 
-    @field_validator("parallel")
-    @classmethod
-    def _one_at_a_time(cls, parallel: int) -> int:
-        if parallel != 1:
-            raise ValueError(f"parallel is {parallel}, but only parallel: 1 is implemented (arms run one after "
-                             "another on this machine; spreading them over Ray replicas or GPUs is not); set "
-                             "parallel: 1, or give each arm's engine replicas (engine.replicas) to use more devices")
-        return parallel
-
     @model_validator(mode="after")
     def _arms(self) -> StudyConfig:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names repeat: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+        if self.devices and self.parallel > len(self.devices):
+            raise ValueError(f"parallel is {self.parallel} but devices lists {len(self.devices)}: every worker slot "
+                             "needs its own device (list more devices or lower parallel)")
         if self.baseline not in names:
             raise ValueError(f"baseline '{self.baseline}' is not an arm (arms: {', '.join(names)})")
         return self

@@ -165,10 +165,18 @@ class Study:
 
         planned = self.planned()
         with self.stages:
+            if self.cfg.parallel > 1:
+                from forethought.study.parallel import run_parallel
+
+                run_parallel(self, planned, after_stage=lambda: write_results(self))
             for k, (name, fn) in enumerate(planned):
                 if self.stages.stage(name, fn) and k < len(planned) - 1:
                     write_results(self)  # the results so far, readable (forethought report) while it runs
         return write_results(self)
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            print(f"study: {message}", flush=True)
 
     def planned(self) -> list[tuple[str, Callable[[], None]]]:
         """Every stage of the study with its function, in the order they run."""
@@ -176,6 +184,25 @@ class Study:
                 [(f"arms/{arm.name}/seed_{seed}", partial(self.run_arm, arm.name, seed))]
                 + [(f"transfer/{arm.name}/seed_{seed}/{label}", partial(self.transfer, arm.name, seed, label))
                    for label in self.cfg.transfer]]
+
+    def waits_for(self, stage: str) -> list[Callable[[StageRunner], bool]]:
+        """What stage `stage` should wait for when stages run in parallel: a transfer evaluation for its arm; an arm
+        for the first earlier arm (or seed) whose iteration-0 evaluation it can copy (study/reuse.py)."""
+        parts = stage.split("/")
+        if parts[0] == "transfer":
+            arm = f"arms/{parts[1]}/{parts[2]}"
+            return [lambda stages: stages.done(arm)]
+        name, seed = parts[1], int(parts[2].removeprefix("seed_"))
+        key = eval_key(self.arms[name, seed])
+        if key is None:
+            return []
+        for other, cfg in self.arms.items():
+            if other == (name, seed):
+                return []
+            if eval_key(cfg) == key:
+                source = self.arm_dir(*other)
+                return [lambda stages: finished_eval(source)]
+        return []
 
     def run_arm(self, name: str, seed: int) -> None:
         """The arm's own pipeline; it resumes from its own manifest when a killed study runs again."""

@@ -1,0 +1,170 @@
+"""Run a study's stages `parallel` at a time, each in its own process (`study.parallel` > 1).
+
+Each arm x seed (and each transfer evaluation) is one child process (`python -m forethought.study.parallel SOURCE
+STUDY_DIR STAGE`) that runs exactly what the serial study runs for that stage, in the arm's own directory, so it
+resumes the same way. Worker slot k owns `devices[k]` (CUDA_VISIBLE_DEVICES) when the study lists devices; on a
+CPU the slots split the torch threads (OMP_NUM_THREADS = threads // parallel). Only this process writes the
+study's manifest: a stage is marked done, with its wall time and the child's peak resident memory, when its child
+exits 0.
+
+Order: the study's, except that a stage waits for what it needs. A transfer evaluation waits for its arm; an arm
+whose iteration-0 evaluation has the same inputs as an earlier arm's (study/reuse.py) waits until that one is
+finished, so it copies it instead of evaluating again, unless nothing else is left to run. A child's output goes
+to STUDY/logs/STAGE.log. A child dies with this process (Linux), so a killed study leaves none behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from forethought.errors import UserError
+
+POLL = 0.2  # seconds between checks of the running children
+PARENT = "FORETHOUGHT_STUDY_PARENT"  # the study process's pid, in a child's environment
+
+
+def next_ready(pending: list[str], ready: Callable[[str], bool], nothing_running: bool) -> str | None:
+    """The first pending stage (study order) whose dependencies are met; when none is and nothing runs, the first
+    pending one anyway (an evaluation to copy whose arm failed must not stall the study: the waiting arm then
+    evaluates itself; an arm comes before its transfer evaluations, and those of a failed arm are dropped)."""
+    for name in pending:
+        if ready(name):
+            return name
+    return pending[0] if pending and nothing_running else None
+
+
+def slot_env(slot: int, parallel: int, devices: list[str], threads: int, base: dict | None = None) -> dict:
+    """The environment of worker slot `slot`: its devices, or its share of the CPU threads."""
+    env = dict(os.environ if base is None else base)
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = devices[slot]
+    else:
+        env["OMP_NUM_THREADS"] = str(max(1, threads // parallel))
+    return env
+
+
+def log_path(root: Path, stage: str) -> Path:
+    return root / "logs" / (stage.replace("/", "__") + ".log")
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: SIGKILL when the study process dies (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing), or exit
+    now if it already has."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class _Child:
+    def __init__(self, stage: str, slot: int, proc: subprocess.Popen, log: Path):
+        self.stage, self.slot, self.proc, self.log = stage, slot, proc, log
+        self.start = time.perf_counter()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_stage: Callable[[], None]) -> None:
+    """Run the study's pending stages `study.cfg.parallel` at a time in child processes; `after_stage()` after each
+    one that finished. Raises one UserError naming every stage whose child failed (the others still finish)."""
+    from forethought.engines.hf import cpu_threads
+
+    cfg, stages = study.cfg, study.stages
+    parallel, devices = cfg.parallel, list(cfg.devices)
+    threads = cpu_threads()
+    pending = [name for name, _ in planned if not stages.done(name)]
+    running: list[_Child] = []
+    failed: list[str] = []
+
+    def ready(name: str) -> bool:
+        return all(dep(stages) for dep in study.waits_for(name))
+
+    try:
+        while pending or running:
+            free = sorted(set(range(parallel)) - {c.slot for c in running})
+            while free and pending:
+                name = next_ready(pending, ready, nothing_running=not running)
+                if name is None:
+                    break
+                pending.remove(name)
+                slot = free.pop(0)
+                running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
+            time.sleep(POLL)
+            for child in list(running):
+                pid, status, usage = os.wait4(child.proc.pid, os.WNOHANG)
+                if pid == 0:
+                    continue
+                running.remove(child)
+                child.proc.returncode = code = os.waitstatus_to_exitcode(status)
+                seconds = time.perf_counter() - child.start
+                stages.record(child.stage, seconds, usage.ru_maxrss // 1024, "done" if code == 0 else None)
+                if code == 0:
+                    study.say(f"finished {child.stage} in {seconds:,.0f} s")
+                    after_stage()
+                else:
+                    failed.append(f"{child.stage} (exit {code}; {child.log}: {_tail(child.log)})")
+                    study.say(f"failed {child.stage} (exit {code}); log: {child.log}")
+                    # its transfer evaluations need its final model: they wait for the next attempt
+                    after = "transfer/" + child.stage.removeprefix("arms/") + "/"
+                    pending = [name for name in pending if not name.startswith(after)]
+    finally:
+        for child in running:  # interrupted: stop the children (they resume with the study)
+            child.proc.kill()
+            child.proc.wait()
+    if failed:
+        raise UserError("study stages failed: " + "; ".join(failed) + ". Fix the cause and run the same command "
+                        "again: finished stages are kept and the failed ones resume where they stopped")
+
+
+def _start(study, name: str, slot: int, env: dict) -> _Child:
+    log = log_path(study.root, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "forethought.study.parallel", str(study.source), str(study.root), name]
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen(command, env={**env, PARENT: str(os.getpid())}, stdin=subprocess.DEVNULL,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    study.say(f"started {name} (slot {slot}; log: {log})")
+    return _Child(name, slot, proc, log)
+
+
+def main(argv: list[str]) -> int:
+    """Child process: run one stage of the study whose snapshot is STUDY_DIR/config.yaml."""
+    source, root, stage = argv
+    if os.environ.get(PARENT):
+        _die_with_parent(int(os.environ[PARENT]))
+    from forethought.config import load_yaml, validate
+    from forethought.runs.stages import CONFIG
+    from forethought.study.config import StudyConfig
+    from forethought.study.runner import Study
+
+    try:
+        cfg = validate(StudyConfig, load_yaml(Path(root) / CONFIG), f"{root}/{CONFIG}")
+        study = Study(cfg, source, progress=False)
+        functions = dict(study.planned())
+        if stage not in functions:
+            raise UserError(f"the study in {root} has no stage '{stage}'")
+        functions[stage]()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

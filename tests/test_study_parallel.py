@@ -1,0 +1,194 @@
+"""A study with `parallel: N` runs its stages N at a time in child processes: the same results as one after another,
+evaluations of the untrained model still copied (the copying arm waits for the one it copies), transfer
+evaluations after their arm, slots owning their devices or their share of the threads, a failed arm reported by
+name while the others finish, and no child left behind when the study process is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from forethought.errors import UserError
+from forethought.study import Study, load_study
+from forethought.study.parallel import log_path, next_ready, slot_env
+from test_study import write_study
+
+TRANSFER = {"harder": {"name": "synthetic/arithmetic", "options": {"difficulty": 2, "test_size": 4}}}
+
+
+def arms(rest_over: dict | None = None) -> list[dict]:
+    """Two arms with the same iteration-0 evaluation (none, rest), one with its own (longer), and a trained arm."""
+    return [
+        {"name": "none", "recipe": "quickstart_rest_em", "overrides": {"iterations": 0, "eval.max_new_tokens": 8}},
+        {"name": "longer", "recipe": "quickstart_rest_em", "overrides": {"iterations": 0, "eval.max_new_tokens": 12}},
+        {"name": "rest", "recipe": "quickstart_rest_em",
+         "overrides": {"eval.max_new_tokens": 8, "sampler.chunk_size": 4, "sampler.max_new_tokens": 8,
+                       "learner.max_steps": 1,
+                       "learner.lora": None, "learner.batch_size": 4, "iterations": 1, **(rest_over or {})}},
+    ]
+
+
+def study_file(tmp_path: Path, name: str, model: Path | None, **over) -> Path:
+    settings = {"budget": 64, "transfer": TRANSFER, "arms": arms(), **over}
+    if model is not None:
+        settings["model"] = str(model)
+    return write_study(tmp_path / f"{name}.yaml", tmp_path / name, **settings)
+
+
+def run(path: Path, progress: bool = False) -> dict:
+    cfg, source = load_study(path)
+    return Study(cfg, source, progress=progress).run()
+
+
+def strip(study, roots: tuple[str, ...]):
+    """study.json without what differs between two runs of the same study (seconds, where it lives)."""
+    if isinstance(study, dict):
+        return {k: strip(v, roots) for k, v in study.items()
+                if k not in ("seconds", "source", "output", "table_markdown")}
+    if isinstance(study, list):
+        return [strip(v, roots) for v in study]
+    if isinstance(study, str):
+        for r in roots:
+            study = study.replace(r, "")
+    return study
+
+
+# ---------------------------------------------------------------- scheduling, without running anything
+
+
+def test_next_ready_keeps_study_order_and_never_stalls():
+    waiting = {"b"}
+    assert next_ready(["a", "b", "c"], lambda n: n not in waiting, nothing_running=False) == "a"
+    assert next_ready(["b", "c"], lambda n: n not in waiting, nothing_running=False) == "c"
+    assert next_ready(["b"], lambda n: n not in waiting, nothing_running=False) is None  # waits while others run
+    assert next_ready(["b"], lambda n: n not in waiting, nothing_running=True) == "b"  # nothing left to wait for
+    assert next_ready([], lambda n: True, nothing_running=True) is None
+
+
+def test_slots_own_their_device_or_their_share_of_the_threads():
+    env = slot_env(1, 2, ["0", "2,3"], 16, base={"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "2,3"}
+    assert slot_env(0, 3, [], 16, base={})["OMP_NUM_THREADS"] == "5"
+    assert slot_env(0, 4, [], 2, base={})["OMP_NUM_THREADS"] == "1"
+
+
+def test_stages_wait_for_the_evaluation_they_copy_and_transfers_for_their_arm(tmp_path):
+    cfg, source = load_study(study_file(tmp_path, "s", None, seeds=[0, 1]))
+    study = Study(cfg, source, progress=False)
+
+    class Stages:
+        def __init__(self, done):
+            self.finished = set(done)
+
+        def done(self, name):
+            return name in self.finished
+
+    def ready(stage, done=()):
+        return all(wait(Stages(done)) for wait in study.waits_for(stage))
+
+    assert ready("arms/none/seed_0") and ready("arms/longer/seed_0")  # first of their evaluation inputs
+    for stage in ("arms/none/seed_1", "arms/rest/seed_0", "arms/rest/seed_1"):  # greedy: none/seed_0's evaluation
+        assert not ready(stage)
+    assert not ready("arms/longer/seed_1")
+    assert not ready("transfer/rest/seed_0/harder") and ready("transfer/rest/seed_0/harder", {"arms/rest/seed_0"})
+    evaluated = tmp_path / "s" / "arms" / "none" / "seed_0"  # once none/seed_0's evaluation is finished
+    (evaluated / "iter_000" / "eval").mkdir(parents=True)
+    for name in ("summary.json", "records.jsonl"):
+        (evaluated / "iter_000" / "eval" / name).write_text("{}")
+    (evaluated / "manifest.json").write_text(json.dumps({"stages": {"iter_000/eval": "done"}, "seconds": {}}))
+    assert ready("arms/rest/seed_0") and ready("arms/none/seed_1") and not ready("arms/longer/seed_1")
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+
+def test_parallel_study_equals_the_serial_one(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the serial run with the threads each child gets
+    serial = run(study_file(tmp_path, "serial", tiny_model_dir))
+    capsys.readouterr()
+    parallel = run(study_file(tmp_path, "par", tiny_model_dir, parallel=2), progress=True)
+    events = [line.split()[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("study: ")]
+    at = {(verb, stage): k for k, (verb, stage) in enumerate(events)}
+    # none and longer (each evaluates the untrained model its own way) run side by side; rest waits for a slot and
+    # for none's evaluation, which it copies; each transfer evaluation starts after its arm ends
+    assert at["started", "arms/longer/seed_0"] < at["finished", "arms/none/seed_0"]
+    assert at["started", "arms/rest/seed_0"] > min(at["finished", "arms/none/seed_0"],
+                                                   at["finished", "arms/longer/seed_0"])
+    for arm in ("none", "longer", "rest"):
+        assert at["started", f"transfer/{arm}/seed_0/harder"] > at["finished", f"arms/{arm}/seed_0"]
+    root = tmp_path / "par"
+    assert strip(parallel, (str(root),)) == strip(serial, (str(tmp_path / "serial"),))
+    assert parallel["complete"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    stages = ["arms/none/seed_0", "arms/longer/seed_0", "arms/rest/seed_0", "transfer/none/seed_0/harder",
+              "transfer/longer/seed_0/harder", "transfer/rest/seed_0/harder"]
+    assert all(manifest["stages"][s] == "done" for s in stages) and len(manifest["stages"]) == len(stages)
+    assert all(manifest["seconds"][s] > 0 and manifest["peak_rss_mb"][s] > 50 for s in stages)  # the children's
+    assert all(log_path(root, s).is_file() for s in stages)
+    # rest waited for none's evaluation of the untrained model and copied it, as in the serial study
+    reused = json.loads((root / "arms" / "rest" / "seed_0" / "manifest.json").read_text())["reused"]
+    assert reused["iter_000/eval"]["from"] == "arms/none/seed_0"
+    # a finished parallel study runs nothing again
+    before = (root / "manifest.json").read_text()
+    assert strip(run(study_file(tmp_path, "par", tiny_model_dir, parallel=2)), ()) == strip(parallel, ())
+    assert (root / "manifest.json").read_text() == before
+
+
+def test_a_failed_arm_is_named_and_the_others_finish(tmp_path, tiny_model_dir):
+    missing = tmp_path / "no-such-model"
+    path = study_file(tmp_path, "fail", None, parallel=2, arms=[
+        {"name": "none", "recipe": "quickstart_rest_em",
+         "overrides": {"iterations": 0, "eval.max_new_tokens": 8, "model": str(tiny_model_dir)}},
+        {"name": "broken", "recipe": "quickstart_rest_em",
+         "overrides": {"iterations": 0, "eval.max_new_tokens": 8, "model": str(missing)}},
+    ])
+    with pytest.raises(UserError, match=r"study stages failed: arms/broken/seed_0 \(exit 2; .*broken__seed_0\.log"):
+        run(path)
+    manifest = json.loads((tmp_path / "fail" / "manifest.json").read_text())["stages"]
+    assert manifest == {"arms/none/seed_0": "done", "transfer/none/seed_0/harder": "done"}  # broken's transfer waits
+    assert "no-such-model" in log_path(tmp_path / "fail", "arms/broken/seed_0").read_text()
+
+
+def _children(root: Path) -> list[int]:
+    """Live processes running a stage of the study in `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().split(") ")[-1][0]
+            except OSError:
+                continue
+            if b"forethought.study.parallel" in cmd and str(root).encode() in cmd and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="children die with the study through Linux's PR_SET_PDEATHSIG")
+def test_killing_the_study_kills_its_children_and_it_resumes(tmp_path, tiny_model_dir):
+    path = study_file(tmp_path, "killed", tiny_model_dir, parallel=2)
+    root = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "forethought.cli", "study", str(path), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(_children(root)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert len(_children(root)) == 2, "two stages should be running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while _children(root) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _children(root) == []
+    done = subprocess.run([sys.executable, "-m", "forethought.cli", "study", str(path), "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = json.loads((root / "study.json").read_text())
+    assert study["complete"] and all(a["finished"] for a in study["arms"].values())
