@@ -437,3 +437,79 @@ def test_rollouts_honour_the_engine_settings(tiny_model_dir):
     finally:
         HFEngine.generate = generate
     assert seen == [(77, False, True)]
+
+
+def test_cpu_grpo_training_scores_log_probs_in_narrow_tiles(tiny_model_dir, ones_task, tmp_path, monkeypatch):
+    """On CPU, TRL's fused LM head scores at most CPU_LOGPROB_TILE tokens per tile while GRPO trains (its default,
+    4,096 tokens, held several [tokens, vocabulary] fp32 temporaries: see BENCHMARKS.md, Memory)."""
+    from trl.kernels import chunked_logprob
+
+    import forethought.learners.grpo as grpo
+    from forethought.learners.common import CPU_LOGPROB_TILE
+
+    monkeypatch.setattr(chunked_logprob, "TOKEN_CHUNK_SIZE", 4096)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Recording:
+        def __init__(self, **kwargs):
+            seen.append(chunked_logprob.TOKEN_CHUNK_SIZE)
+            raise Stop
+
+    monkeypatch.setattr(grpo, "_trainer_class", lambda: Recording)
+    task = get_task(str(ones_task))
+    with pytest.raises(Stop):
+        grpo.train_grpo_iteration(tiny_model_dir, task, task.load(None, split="train")[:2],
+                                  grpo.GRPOConfig(kind="grpo", num_generations=2, questions_per_step=2, grad_accum=1,
+                                                  max_completion_length=4, lora=None),
+                                  iteration=1, iterations=1, trainer_dir=tmp_path / "t", output_dir=tmp_path / "o",
+                                  rollouts_path=tmp_path / "r.jsonl", seed=0, engine_options={"batch_size": 4})
+    assert seen == [CPU_LOGPROB_TILE]
+
+
+def test_cpu_micro_batches_bound_the_tokens_and_train_the_same_step(warm_model, ones_task, tmp_path, monkeypatch):
+    """On CPU a step's completions are trained in micro-batches of at most CPU_TRAIN_TOKENS tokens (a forward keeps
+    every layer's activations: 8 completions of 160 tokens held 2.7 GB); the step's weights are those of the
+    configured split (bnpo, normalised per micro-batch, keeps its split)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import forethought.learners.grpo as grpo
+
+    cfg = grpo.GRPOConfig(kind="grpo", num_generations=4, questions_per_step=4, grad_accum=2, temperature=1.0,
+                          max_completion_length=8, lora=None, learning_rate=1e-3, steps_per_iteration=1)
+    assert grpo.cpu_micro_batch(cfg, row_tokens=100) == (4, 4)  # 5 rows of 100 fit in 512; 4 divide the 8
+    assert grpo.cpu_micro_batch(cfg, row_tokens=600) == (1, 16)
+    assert grpo.cpu_micro_batch(cfg, row_tokens=10) == (8, 2)  # never coarser than configured
+    assert grpo.cpu_micro_batch(cfg.model_copy(update={"loss_type": "bnpo"}), row_tokens=600) == (8, 2)
+
+    task = get_task(str(ones_task))
+    questions = task.load(None, split="train")[:4]
+    seen = []
+    original = grpo._trl_args
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append((out.per_device_train_batch_size, out.gradient_accumulation_steps))
+        return out
+
+    monkeypatch.setattr(grpo, "_trl_args", spy)
+
+    def train(name: str, tokens: int) -> dict:
+        monkeypatch.setattr(grpo, "CPU_TRAIN_TOKENS", tokens)
+        grpo.train_grpo_iteration(warm_model, task, questions, cfg, iteration=1, iterations=1,
+                                  trainer_dir=tmp_path / name / "trainer", output_dir=tmp_path / name / "model",
+                                  rollouts_path=tmp_path / name / "rollouts.jsonl", seed=0,
+                                  engine_options={"batch_size": 16}, progress=False)
+        return load_file(tmp_path / name / "model" / "model.safetensors")
+
+    whole, split = train("whole", 10**6), train("split", 1)
+    assert seen == [(8, 2), (1, 16)]
+    assert (tmp_path / "whole" / "rollouts.jsonl").read_text() == (tmp_path / "split" / "rollouts.jsonl").read_text()
+    base = load_file(Path(warm_model) / "model.safetensors")
+    moved = max((whole[k] - base[k]).abs().max().item() for k in base)
+    assert moved > 1e-4, "the step should change the weights"
+    for k in base:
+        torch.testing.assert_close(split[k], whole[k], rtol=0, atol=moved * 1e-3)

@@ -116,18 +116,24 @@ CPU_TRAIN_TOKENS = 512
 CPU_LOGPROB_TILE = 256
 
 
-def micro_batches(kwargs: dict, cfg, cuda: bool, sequences_per_row: int = 1) -> dict:
-    """Trainer kwargs (trainer_kwargs plus gradient_accumulation_steps) with, on CPU, the per-device batch split into
-    micro-batches of at most CPU_TRAIN_TOKENS tokens (`cfg.max_length` per sequence) and accumulation raised to
-    match, so an optimiser step sees the same rows; also narrows TRL's fused LM head tiles on CPU."""
-    if cuda:
-        return kwargs
+def narrow_logprob_tiles() -> None:
+    """On CPU: TRL's fused LM head scores at most CPU_LOGPROB_TILE tokens per tile (each token's log-prob is computed
+    the same way, over the whole vocabulary; only fewer tokens' temporaries are held at once)."""
     try:
         from trl.kernels import chunked_logprob
 
         chunked_logprob.TOKEN_CHUNK_SIZE = min(chunked_logprob.TOKEN_CHUNK_SIZE, CPU_LOGPROB_TILE)
     except (ImportError, AttributeError):
         pass
+
+
+def micro_batches(kwargs: dict, cfg, cuda: bool, sequences_per_row: int = 1) -> dict:
+    """Trainer kwargs (trainer_kwargs plus gradient_accumulation_steps) with, on CPU, the per-device batch split into
+    micro-batches of at most CPU_TRAIN_TOKENS tokens (`cfg.max_length` per sequence) and accumulation raised to
+    match, so an optimiser step sees the same rows; also narrows TRL's fused LM head tiles on CPU."""
+    if cuda:
+        return kwargs
+    narrow_logprob_tiles()
     rows = kwargs["per_device_train_batch_size"]
     micro = max(1, min(rows, CPU_TRAIN_TOKENS // (cfg.max_length * sequences_per_row)))
     while rows % micro:

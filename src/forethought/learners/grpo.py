@@ -27,8 +27,9 @@ from pydantic import Field, model_validator
 
 from forethought.config import StrictModel
 from forethought.errors import UserError
-from forethought.learners.common import (DistributedSettings, LoraSettings, checkpointing_key, device_dtype,
-                                         lora_config, partial_dir, quiet, save_merged)
+from forethought.learners.common import (CPU_TRAIN_TOKENS, DistributedSettings, LoraSettings, checkpointing_key,
+                                         device_dtype, lora_config, narrow_logprob_tiles, partial_dir, quiet,
+                                         save_merged)
 from forethought.learners.rewards import ONE_PASS, RewardSettings, TaskReward
 from forethought.tracking import trainer_report_to, trainer_run_args
 
@@ -287,14 +288,42 @@ def _keep_rollouts_until(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def _trl_args(cfg: GRPOConfig, trainer_dir: Path, *, seed: int, max_steps: int, progress: bool, cuda: bool):
+def cpu_micro_batch(cfg: GRPOConfig, row_tokens: int) -> tuple[int, int]:
+    """(completions per micro-batch, micro-batches per step) on CPU: the configured split, made finer so that a
+    micro-batch holds at most CPU_TRAIN_TOKENS tokens (rows of at most `row_tokens`: the longest prompt plus
+    max_completion_length), as the SFT learners do. A forward keeps about 2 MB of activations per token for
+    SmolLM2-135M, so 8 completions of 160 tokens held 2.7 GB. Every loss but bnpo (normalised per micro-batch) gives
+    the same step over equal micro-batches: dapo, cispo and vespo normalise by the generation batch's tokens, the
+    others average over rows and divide by the accumulation steps."""
+    rows = cfg.questions_per_step * cfg.num_generations // cfg.grad_accum
+    if cfg.loss_type == "bnpo":
+        return rows, cfg.grad_accum
+    micro = max(1, min(rows, CPU_TRAIN_TOKENS // max(1, row_tokens)))
+    while rows % micro:
+        micro -= 1
+    return micro, cfg.grad_accum * rows // micro
+
+
+def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
+    """Tokens of a rollout's prompt, encoded as the engine encodes it (an assistant tail is continued)."""
+    cont = messages[-1]["role"] == "assistant"
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
+                                         continue_final_message=cont)
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _trl_args(cfg: GRPOConfig, trainer_dir: Path, *, seed: int, max_steps: int, progress: bool, cuda: bool,
+              row_tokens: int):
     from trl import GRPOConfig as TrlGRPOConfig
 
+    rows, accumulation = cfg.questions_per_step * cfg.num_generations // cfg.grad_accum, cfg.grad_accum
+    if not cuda:
+        rows, accumulation = cpu_micro_batch(cfg, row_tokens)
     try:
         return TrlGRPOConfig(
             output_dir=str(trainer_dir), learning_rate=cfg.learning_rate, max_steps=max_steps,
-            per_device_train_batch_size=cfg.questions_per_step * cfg.num_generations // cfg.grad_accum,
-            gradient_accumulation_steps=cfg.grad_accum, num_generations=cfg.num_generations,
+            per_device_train_batch_size=rows, gradient_accumulation_steps=accumulation,
+            steps_per_generation=accumulation, num_generations=cfg.num_generations,
             num_iterations=cfg.num_iterations, max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.beta, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
@@ -427,7 +456,11 @@ def train_grpo_iteration(
             reward = TaskReward(task, cfg.plan_format, cfg.rewards, questions, sink=write)
             transformers.set_seed(seed)
             policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            args = _trl_args(cfg, trainer_dir, seed=seed, max_steps=total, progress=progress, cuda=cuda)
+            longest = max(_prompt_tokens(tokenizer, m) for m, _ in messages_stop)
+            args = _trl_args(cfg, trainer_dir, seed=seed, max_steps=total, progress=progress, cuda=cuda,
+                             row_tokens=longest + cfg.max_completion_length)
+            if not cuda:
+                narrow_logprob_tiles()
             rollout = (make_rollout(cfg, seed=seed, stop=stop, engine_options=engine_options)
                        if cfg.rollout == "engine" else None)
             trainer = _trainer_class()(model=policy, reward_funcs=[reward], args=args, train_dataset=dataset,
