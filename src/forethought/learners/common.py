@@ -117,8 +117,9 @@ CPU_LOGPROB_TILE = 256
 
 
 def narrow_logprob_tiles() -> None:
-    """On CPU: TRL's fused LM head scores at most CPU_LOGPROB_TILE tokens per tile (each token's log-prob is computed
-    the same way, over the whole vocabulary; only fewer tokens' temporaries are held at once)."""
+    """On CPU: TRL's fused LM head scores at most CPU_LOGPROB_TILE tokens per tile, so fewer tokens' [tokens,
+    vocabulary] temporaries are held at once (the same log-probs up to float rounding: smaller matmuls may round
+    differently)."""
     try:
         from trl.kernels import chunked_logprob
 
