@@ -3,11 +3,12 @@
 Workload: the quickstart's evaluation, as `forethought eval` makes it: 100 synthetic arithmetic questions
 (`synthetic/arithmetic`, difficulty 1, seed 0, the eval split, first 100), plan format none, SmolLM2-135M in fp32,
 batch 64, greedy, eos on, up to 96 new tokens. With --gsm8k PATH (or $FORETHOUGHT_DATA/gsm8k/test.jsonl) it also
-runs bench_sampling's sampled GSM8K workload (192 chat prompts, temperature 0.7, up to 192 tokens).
+runs bench_sampling's sampled GSM8K workload (192 chat prompts, temperature 0.7, up to 192 tokens); with --mixed N
+a workload whose rows end at very different times (N sampled answers, token limits geometric with mean 60).
 Each way runs --repeats times, alternating, best kept. Prints seconds, tokens/s, the ratio, whether outputs are
 identical, and decode steps and forward passes per way.
 
-    python bench/bench_continuous.py [--limit 100] [--batch 64] [--repeats 2] [--gsm8k PATH]
+    python bench/bench_continuous.py [--limit 100] [--batch 64] [--repeats 2] [--gsm8k PATH] [--mixed 512]
     python bench/bench_continuous.py --memory [--continuous]   # peak RSS of one evaluation in a child process
 """
 
@@ -63,6 +64,38 @@ def gsm8k_requests(path: Path, count: int, new: int) -> list[Request]:
     texts = (texts * (count // len(texts) + 1))[:count]
     return [Request(messages=[{"role": "user", "content": q}], max_new_tokens=new, temperature=0.7, seed=i)
             for i, q in enumerate(texts)]
+
+
+def mixed_requests(count: int, mean: int, cap: int) -> list[Request]:
+    """A workload whose rows end at very different times: `count` synthetic arithmetic questions (eval split),
+    sampled at temperature 0.7 (seeded), each with its own token limit drawn from a geometric distribution of mean
+    `mean`, capped at `cap` (seeded: the same limits every run). Batch after batch then runs long tails of a few rows,
+    which continuous batching fills with waiting requests."""
+    import random
+
+    from forethought import plans
+    from forethought.tasks import get_task
+
+    rng = random.Random(0)
+    examples = get_task("synthetic/arithmetic", difficulty=1, seed=0).load(None, split=None, limit=count)
+    return [Request(messages=plans.question_messages(ex.question, "number"), temperature=0.7, seed=i,
+                    max_new_tokens=min(cap, 1 + int(rng.expovariate(1 / mean)))) for i, ex in enumerate(examples)]
+
+
+def simulated_ratio(lengths: list[int], batch: int, fixed: float, per_row: float) -> float:
+    """Predicted time ratio (batch after batch / continuous) of decoding rows of these lengths when a decode step
+    costs fixed + per_row x rows (in request order; prefill ignored): the most continuous batching can gain."""
+    plain = 0.0
+    for i in range(0, len(lengths), batch):
+        chunk = lengths[i:i + batch]
+        plain += sum(fixed + per_row * sum(x >= n for x in chunk) for n in range(1, max(chunk) + 1))
+    refilled, queue, slots = 0.0, list(lengths), []
+    while queue or slots:
+        while len(slots) < batch and queue:
+            slots.append(queue.pop(0))
+        refilled += fixed + per_row * len(slots)
+        slots = [x - 1 for x in slots if x > 1]
+    return plain / refilled
 
 
 def run(engine: HFEngine, requests: list[Request], continuous: bool) -> tuple[float, int, list, str]:
@@ -131,6 +164,9 @@ def main() -> None:
     parser.add_argument("--gsm8k", type=Path, default=Path(data) / "gsm8k" / "test.jsonl" if data else None)
     parser.add_argument("--gsm8k-requests", type=int, default=192)
     parser.add_argument("--gsm8k-max-new-tokens", type=int, default=192)
+    parser.add_argument("--mixed", type=int, default=0, help="also run the mixed-lengths workload (N requests)")
+    parser.add_argument("--mixed-mean", type=int, default=60)
+    parser.add_argument("--mixed-cap", type=int, default=384)
     parser.add_argument("--memory", action="store_true", help="measure the evaluation's peak RSS instead")
     parser.add_argument("--continuous", action="store_true", help="with --memory: continuous batching on")
     args = parser.parse_args()
@@ -143,6 +179,14 @@ def main() -> None:
           f"threads, fp32, batch {args.batch}")
     compare(engine, f"quickstart evaluation (synthetic arithmetic, greedy, eos on, up to {args.max_new_tokens} tokens)",
             requests, args.repeats)
+    if args.mixed:
+        mixed = mixed_requests(args.mixed, args.mixed_mean, args.mixed_cap)
+        s0, _ = compare(engine, f"mixed lengths ({args.mixed} sampled answers, token limits geometric with mean "
+                        f"{args.mixed_mean}, cap {args.mixed_cap})", mixed, args.repeats)
+        lengths = [c.samples[0].tokens for c in engine.generate(mixed, progress=False)]
+        high, low = simulated_ratio(lengths, args.batch, 110, 7), simulated_ratio(lengths, args.batch, 55, 7)
+        print(f"predicted by a decode step cost of fixed + per_row x rows: {high:.2f}x (fixed 110, per row 7: about "
+              f"this CPU's batch-1 and batch-64 decode costs in ms) or {low:.2f}x (fixed 55)")
     if args.gsm8k and args.gsm8k.exists():
         compare(engine, f"sampled GSM8K answers (temperature 0.7, eos on, up to {args.gsm8k_max_new_tokens} tokens)",
                 gsm8k_requests(args.gsm8k, args.gsm8k_requests, args.gsm8k_max_new_tokens), args.repeats)
