@@ -367,7 +367,7 @@ def test_rollouts_of_zero_advantage_leave_the_loss_and_gradient_unchanged(tiny_m
     trainer = _trainer_class()(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
         reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-        args=_trl_args(cfg, tmp_path / "trainer", seed=0, max_steps=1, progress=False, cuda=False),
+        args=_trl_args(cfg, tmp_path / "trainer", seed=0, max_steps=1, progress=False, cuda=False, row_tokens=16),
         train_dataset=datasets.Dataset.from_list([{"prompt": "Say 1."}] * 2),
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop
