@@ -62,6 +62,17 @@ def cpu_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
 
 
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat prompt: the chat template applied, ready for the assistant's reply (or, when the last
+    message is the assistant's, continuing it)."""
+    if not tokenizer.chat_template:
+        raise UserError("this model's tokenizer has no chat template; pass prompt= instead of messages=")
+    cont = bool(messages) and messages[-1].get("role") == "assistant"
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
+                                         continue_final_message=cont)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The generator seed of sample `index` of a request seeded with `seed` (independent streams per sample)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "little") >> 1
@@ -162,16 +173,8 @@ class HFEngine:
 
     def encode(self, request: Request) -> list[int]:
         """Token ids of a request's prompt (chat template applied to messages; an assistant tail is continued)."""
-        if request.prompt is not None:
-            ids = self.tokenizer(request.prompt).input_ids
-        else:
-            if not self.tokenizer.chat_template:
-                raise UserError("this model's tokenizer has no chat template; pass prompt= instead of messages=")
-            cont = bool(request.messages) and request.messages[-1].get("role") == "assistant"
-            text = self.tokenizer.apply_chat_template(
-                request.messages, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
-            )
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        ids = (self.tokenizer(request.prompt).input_ids if request.prompt is not None
+               else chat_prompt_ids(self.tokenizer, request.messages))
         if not ids:
             raise UserError("a request's prompt encodes to no tokens; give it some text")
         context = getattr(self.model.config, "max_position_embeddings", None)

@@ -304,14 +304,6 @@ def cpu_micro_batch(cfg: GRPOConfig, row_tokens: int) -> tuple[int, int]:
     return micro, cfg.grad_accum * rows // micro
 
 
-def _prompt_tokens(tokenizer, messages: list[dict]) -> int:
-    """Tokens of a rollout's prompt, encoded as the engine encodes it (an assistant tail is continued)."""
-    cont = messages[-1]["role"] == "assistant"
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
-                                         continue_final_message=cont)
-    return len(tokenizer(text, add_special_tokens=False).input_ids)
-
-
 def _trl_args(cfg: GRPOConfig, trainer_dir: Path, *, seed: int, max_steps: int, progress: bool, cuda: bool,
               row_tokens: int):
     from trl import GRPOConfig as TrlGRPOConfig
@@ -319,6 +311,7 @@ def _trl_args(cfg: GRPOConfig, trainer_dir: Path, *, seed: int, max_steps: int, 
     rows, accumulation = cfg.questions_per_step * cfg.num_generations // cfg.grad_accum, cfg.grad_accum
     if not cuda:
         rows, accumulation = cpu_micro_batch(cfg, row_tokens)
+        narrow_logprob_tiles()
     try:
         return TrlGRPOConfig(
             output_dir=str(trainer_dir), learning_rate=cfg.learning_rate, max_steps=max_steps,
@@ -405,6 +398,8 @@ def train_grpo_iteration(
     import datasets
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+
+    from forethought.engines.hf import chat_prompt_ids
     from forethought.models import resolve_model
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -456,11 +451,9 @@ def train_grpo_iteration(
             reward = TaskReward(task, cfg.plan_format, cfg.rewards, questions, sink=write)
             transformers.set_seed(seed)
             policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            longest = max(_prompt_tokens(tokenizer, m) for m, _ in messages_stop)
+            longest = max(len(chat_prompt_ids(tokenizer, m)) for m, _ in messages_stop)
             args = _trl_args(cfg, trainer_dir, seed=seed, max_steps=total, progress=progress, cuda=cuda,
                              row_tokens=longest + cfg.max_completion_length)
-            if not cuda:
-                narrow_logprob_tiles()
             rollout = (make_rollout(cfg, seed=seed, stop=stop, engine_options=engine_options)
                        if cfg.rollout == "engine" else None)
             trainer = _trainer_class()(model=policy, reward_funcs=[reward], args=args, train_dataset=dataset,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from forethought.errors import UserError
 from forethought.evaluate import EvalResult, evaluate, partial_path
-from forethought.jsonl import write_json, write_jsonl
+from forethought.jsonl import read_text, write_json, write_jsonl
 from forethought.learners import train
 from forethought.learners.grpo import GRPOConfig, train_grpo_iteration
 from forethought.learners.sft import SFTConfig
@@ -80,7 +80,7 @@ class Runner:
         self.root = self.stages.root
 
     def _metrics(self, iteration: int) -> dict:
-        return json.loads(_text(self.iter_dir(iteration) / "metrics.json"))
+        return json.loads(read_text(self.iter_dir(iteration) / "metrics.json"))
 
     def iter_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:03d}"
@@ -191,7 +191,7 @@ class Runner:
             "questions": sampled.get("questions", 0),
             "trials": sampled.get("trials", 0),
             "accepted": sampled.get("accepted", 0),
-            "train_examples": _text(self.iter_dir(t) / "train.jsonl").count("\n") if t and not self.grpo
+            "train_examples": read_text(self.iter_dir(t) / "train.jsonl").count("\n") if t and not self.grpo
             else sampled.get("trials", 0),
             "trained": self.stages.status(_key(t, "train")) == "done" if t else False,
             # this evaluation's own time is added when its stage ends: count it from the result
@@ -200,18 +200,14 @@ class Runner:
                              + (s["seconds"] if eval_seconds is None else eval_seconds), 3),
         }
         if t:
-            base = [json.loads(x) for x in _text(self.iter_dir(0) / "eval" / "records.jsonl").splitlines()]
+            base = [json.loads(x) for x in read_text(self.iter_dir(0) / "eval" / "records.jsonl").splitlines()]
             delta, ci = paired_delta_ci(correct_by_question(base), correct_by_question(result.records))
             metrics.update(delta_vs_base=delta, delta_ci95=list(ci))
         write_json(self.iter_dir(t) / "metrics.json", metrics)
         self.stages.log_metrics(t, metrics)
         self.stages.log_table(t, "examples", examples)
-        rows = [json.loads(_text(p)) for p in self.root.glob("iter_*/metrics.json")]
+        rows = [json.loads(read_text(p)) for p in self.root.glob("iter_*/metrics.json")]
         write_jsonl(self.root / "metrics.jsonl", sorted(rows, key=lambda r: r["iteration"]))
-
-
-def _text(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
 
 
 def _key(iteration: int, stage: str) -> str:

@@ -92,8 +92,10 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
     running: list[_Child] = []
     failed: list[str] = []
 
+    waits = {name: study.waits_for(name) for name in pending}
+
     def ready(name: str) -> bool:
-        return all(dep(stages) for dep in study.waits_for(name))
+        return all(wait(stages) for wait in waits[name])
 
     try:
         while pending or running:

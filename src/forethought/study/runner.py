@@ -169,9 +169,10 @@ class Study:
                 from forethought.study.parallel import run_parallel
 
                 run_parallel(self, planned, after_stage=lambda: write_results(self))
-            for k, (name, fn) in enumerate(planned):
-                if self.stages.stage(name, fn) and k < len(planned) - 1:
-                    write_results(self)  # the results so far, readable (forethought report) while it runs
+            else:
+                for k, (name, fn) in enumerate(planned):
+                    if self.stages.stage(name, fn) and k < len(planned) - 1:
+                        write_results(self)  # the results so far, readable (forethought report) while it runs
         return write_results(self)
 
     def say(self, message: str) -> None:
@@ -192,17 +193,12 @@ class Study:
         if parts[0] == "transfer":
             arm = f"arms/{parts[1]}/{parts[2]}"
             return [lambda stages: stages.done(arm)]
-        name, seed = parts[1], int(parts[2].removeprefix("seed_"))
-        key = eval_key(self.arms[name, seed])
-        if key is None:
+        arm = parts[1], int(parts[2].removeprefix("seed_"))
+        peers, order = self.same_eval(*arm), list(self.arms)
+        if not peers or order.index(peers[0]) > order.index(arm):
             return []
-        for other, cfg in self.arms.items():
-            if other == (name, seed):
-                return []
-            if eval_key(cfg) == key:
-                source = self.arm_dir(*other)
-                return [lambda stages: finished_eval(source)]
-        return []
+        source = self.arm_dir(*peers[0])
+        return [lambda stages: finished_eval(source)]
 
     def run_arm(self, name: str, seed: int) -> None:
         """The arm's own pipeline; it resumes from its own manifest when a killed study runs again."""
@@ -224,13 +220,14 @@ class Study:
     def reusable_eval(self, name: str, seed: int) -> Path | None:
         """The directory of another arm (or seed) of this study whose iteration-0 evaluation is finished and has the
         same inputs as this one's (study/reuse.py), in study order; None when there is none."""
+        return next((self.arm_dir(*o) for o in self.same_eval(name, seed) if finished_eval(self.arm_dir(*o))), None)
+
+    def same_eval(self, name: str, seed: int) -> list[tuple[str, int]]:
+        """The other arms (and seeds), in study order, whose iteration-0 evaluation has the same inputs as this one's
+        (none for a CPL arm)."""
         key = eval_key(self.arms[name, seed])
-        if key is None:
-            return None
-        for (other, s), cfg in self.arms.items():
-            if (other, s) != (name, seed) and eval_key(cfg) == key and finished_eval(self.arm_dir(other, s)):
-                return self.arm_dir(other, s)
-        return None
+        return [] if key is None else [o for o, cfg in self.arms.items()
+                                       if o != (name, seed) and eval_key(cfg) == key]
 
     def final_model(self, name: str, seed: int) -> tuple[str, str]:
         """(model, plan format) of the arm's final model: the last trained iteration's checkpoint, CPL's last
