@@ -4,6 +4,8 @@ every pipeline (`run`, `search`, `cpl`, `codeplan`) going through it."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 import os
 import subprocess
 import sys
@@ -286,3 +288,72 @@ def test_run_files_get_the_usual_permissions(tmp_path):
     write_jsonl(tmp_path / "b.jsonl", [{"x": 1}])
     for name in ("a.json", "b.jsonl"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_the_stopwatch_leaves_out_a_gap_that_means_the_process_was_stopped():
+    now = iter([0.0, 10.0, 20.0, 900.0, 910.0])
+    watch = stages_module.Stopwatch(beat=10.0, clock=lambda: next(now))
+    assert [watch.tick() for _ in range(4)] == [10.0, 20.0, 30.0, 40.0]  # 20 -> 900: one beat counted
+    assert watch.paused == 870.0
+
+
+_SLOW_STAGE = """
+import sys, time
+from forethought.config import StrictModel
+from forethought.runs import stages
+stages.HEARTBEAT_S, stages.STOPPED_S = 0.1, 0.5
+
+class Slow(StrictModel):
+    output: str
+
+stages.StageRunner(sys.argv[1], Slow(output="x")).stage("slow", lambda: time.sleep(float(sys.argv[2])))
+"""
+
+
+class Slow(StrictModel):
+    output: str
+
+
+def _start_slow(root: Path, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _SLOW_STAGE, str(root), str(seconds)])
+
+
+def _wait_running(root: Path, at_least: float, proc: subprocess.Popen) -> None:
+    """Until the running stage's heartbeat has written `at_least` seconds to the manifest."""
+    for _ in range(600):
+        path = root / "manifest.json"
+        running = json.loads(path.read_text()).get("running", {}) if path.is_file() else {}
+        if running.get("slow", {}).get("seconds", 0) >= at_least:
+            return
+        assert proc.poll() is None, "the stage ended before its heartbeat was seen"
+        time.sleep(0.05)
+    raise AssertionError(f"no heartbeat of {at_least} s in the manifest")
+
+
+def test_a_killed_stage_keeps_its_seconds_so_far_and_they_count_when_it_runs_again(tmp_path):
+    root = tmp_path / "run"
+    proc = _start_slow(root, 60)
+    try:
+        _wait_running(root, 0.5, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    runner = StageRunner(root, Slow(output="x"))
+    assert not runner.done("slow")
+    assert runner.stage("slow", lambda: None)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["seconds"]["slow"] >= 0.5 and manifest["running"] == {}
+
+
+def test_time_a_stage_was_stopped_is_left_out_of_its_seconds(tmp_path):
+    root = tmp_path / "run"
+    proc = _start_slow(root, 4.0)
+    _wait_running(root, 0.3, proc)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=60) == 0
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["stages"]["slow"] == "done"
+    assert manifest["paused_seconds"]["slow"] >= 2.0  # the stop, about 2.5 s
+    assert manifest["seconds"]["slow"] <= 2.5  # 4 s of sleep less the stop, plus about one heartbeat

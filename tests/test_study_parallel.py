@@ -106,6 +106,34 @@ def test_stages_wait_for_the_evaluation_they_copy_and_transfers_for_their_arm(tm
     assert ready("arms/rest/seed_0") and ready("arms/none/seed_1") and not ready("arms/longer/seed_1")
 
 
+def test_the_parent_writes_a_childs_seconds_while_it_runs_and_counts_a_killed_attempt(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from forethought.config import StrictModel
+    from forethought.runs.stages import StageRunner
+    from forethought.study import parallel
+
+    class Toy(StrictModel):
+        output: str
+
+    root = tmp_path / "study"
+    stages = StageRunner(root, Toy(output="x"))
+    stages.running("arms/a/seed_0", SimpleNamespace(seconds=5.0, paused=0.0))  # a killed study's last heartbeat
+    seen = []
+    record = stages.running
+    monkeypatch.setattr(stages, "running", lambda name, watch: (seen.append(watch.seconds), record(name, watch)))
+    monkeypatch.setattr(parallel, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(parallel, "_start", lambda study, name, slot, env: parallel._Child(
+        name, slot, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"]), tmp_path / "log"))
+    study = SimpleNamespace(cfg=SimpleNamespace(parallel=2, devices=[]), stages=stages, waits_for=lambda n: [],
+                            say=lambda m: None)
+    parallel.run_parallel(study, [("arms/a/seed_0", None)], after_stage=lambda: None)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert seen and 0 < seen[0] < 1.5  # written while the child ran
+    assert manifest["stages"] == {"arms/a/seed_0": "done"} and manifest["running"] == {}
+    assert 6.4 <= manifest["seconds"]["arms/a/seed_0"] < 9  # 5 s of the killed attempt + about 1.5 s of this one
+
+
 # ---------------------------------------------------------------- end to end on the tiny model
 
 

@@ -5,6 +5,10 @@ engine open at a time, closed before any training.
 A stage is a name and a function. It runs only if the manifest does not mark it done; a stage whose output
 (a checkpoint renamed into place) exists although the manifest missed it (killed between the two) is marked done
 without running again. Half-written outputs (`.NAME.partial-*` siblings) are removed before a stage runs again.
+
+A stage's seconds are wall time summed over its attempts. A running stage writes its seconds so far to the
+manifest (`running`) every HEARTBEAT_S, so an attempt that is killed still counts when the stage runs again; time
+during which the process was stopped (SIGSTOP, a suspended job) is left out and summed under `paused_seconds`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import gc
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -135,6 +140,49 @@ def peak_rss_mb() -> int | None:
     return None
 
 
+HEARTBEAT_S = 10.0  # how often a running stage's seconds so far reach the manifest
+STOPPED_S = 120.0  # a heartbeat this much later than due means the process was stopped: the gap is not counted
+
+
+class Stopwatch:
+    """A stage's running seconds, counted from heartbeat to heartbeat: a gap longer than a beat plus STOPPED_S (the
+    process was stopped and continued) counts as one beat, the rest goes to `paused`."""
+
+    def __init__(self, beat: float = HEARTBEAT_S, clock: Callable[[], float] = time.monotonic):
+        self.beat, self.clock = beat, clock
+        self.last, self.seconds, self.paused = clock(), 0.0, 0.0
+
+    def tick(self) -> float:
+        now = self.clock()
+        gap, self.last = now - self.last, now
+        if gap > self.beat + STOPPED_S:
+            self.paused += gap - self.beat
+            gap = self.beat
+        self.seconds += gap
+        return self.seconds
+
+
+@contextlib.contextmanager
+def heartbeat(on_beat: Callable[[Stopwatch], None], beat: float | None = None):
+    """Yield a Stopwatch ticked (and `on_beat` called) every `beat` seconds by a daemon thread until the block ends;
+    it is ticked once more at the end."""
+    watch, stop = Stopwatch(HEARTBEAT_S if beat is None else beat), threading.Event()
+
+    def loop():
+        while not stop.wait(watch.beat):
+            watch.tick()
+            on_beat(watch)
+
+    thread = threading.Thread(target=loop, name="stage-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        stop.set()
+        thread.join()
+        watch.tick()
+
+
 class StageRunner:
     """One run directory: config snapshot, manifest (status and seconds per stage), engine lifecycle."""
 
@@ -146,6 +194,7 @@ class StageRunner:
         snapshot_config(self.root, config, growable)
         self.settings, self.progress = engine_settings, progress
         self.manifest = read_manifest(self.root)
+        self._lock = threading.RLock()  # the heartbeat thread writes the manifest too
         self._engine = (None, None)
 
     # ---------------------------------------------------------------- manifest
@@ -156,13 +205,33 @@ class StageRunner:
         return self.status(name) in ("done", "skipped")
 
     def mark(self, name: str, status: str = "done") -> None:
-        self.manifest["stages"][name] = status
-        self._save()
+        with self._lock:
+            self.manifest["stages"][name] = status
+            self._save()
 
-    def add_seconds(self, name: str, seconds: float) -> None:
-        """Wall time of a stage, summed over interrupted attempts."""
-        self.manifest["seconds"][name] = round(self.manifest["seconds"].get(name, 0.0) + seconds, 3)
-        self._save()
+    def add_seconds(self, name: str, seconds: float, paused: float = 0.0) -> None:
+        """Wall time of a stage (and time it was stopped), summed over interrupted attempts; ends its `running`."""
+        with self._lock:
+            self.manifest.get("running", {}).pop(name, None)
+            self.manifest["seconds"][name] = round(self.manifest["seconds"].get(name, 0.0) + seconds, 3)
+            if paused:
+                stopped = self.manifest.setdefault("paused_seconds", {})
+                stopped[name] = round(stopped.get(name, 0.0) + paused, 3)
+            self._save()
+
+    def running(self, name: str, watch: Stopwatch) -> None:
+        """A running attempt's seconds so far, kept in the manifest until the attempt is recorded."""
+        with self._lock:
+            self.manifest.setdefault("running", {})[name] = {"seconds": round(watch.seconds, 3),
+                                                              "paused": round(watch.paused, 3)}
+            self._save()
+
+    def recover(self, name: str) -> None:
+        """Count what an earlier attempt at `name` ran before it was killed (its last heartbeat)."""
+        with self._lock:
+            killed = self.manifest.get("running", {}).get(name)
+            if killed:
+                self.add_seconds(name, killed["seconds"], killed["paused"])
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -181,6 +250,7 @@ class StageRunner:
         """
         if self.done(name):
             return False
+        self.recover(name)
         if output is not None:
             if output.exists():  # killed after the atomic rename, before the manifest was written
                 self.mark(name)
@@ -188,25 +258,29 @@ class StageRunner:
             remove_partials(output)
         if trains:
             self.release_engine()
-        start = time.perf_counter()
         reset_peak_rss()
+        watch = Stopwatch()
         try:
-            with self.tracker.training(name) if trains else contextlib.nullcontext():
-                status = fn()
+            with heartbeat(lambda w: self.running(name, w)) as watch:
+                with self.tracker.training(name) if trains else contextlib.nullcontext():
+                    status = fn()
         finally:
             gc.collect()  # a stage's trainer or engine buffers, held in cycles, go now...
             release_free_memory()  # ...and the C heap gives them back, so the next stage starts small
-            self.record(name, time.perf_counter() - start, peak_rss_mb())
+            self.record(name, watch.seconds, peak_rss_mb(), paused=watch.paused)
         self.mark(name, status if isinstance(status, str) else "done")
         return True
 
-    def record(self, name: str, seconds: float, peak_mb: int | None, status: str | None = None) -> None:
-        """An attempt at stage `name`: its seconds (summed over attempts), its peak resident memory (the largest
-        over attempts) and, when given, its status (a stage run elsewhere, e.g. a study's child process)."""
-        if peak_mb is not None:
-            peaks = self.manifest.setdefault("peak_rss_mb", {})
-            peaks[name] = max(peaks.get(name, 0), peak_mb)
-        self.add_seconds(name, seconds)
+    def record(self, name: str, seconds: float, peak_mb: int | None, status: str | None = None,
+               paused: float = 0.0) -> None:
+        """An attempt at stage `name`: its seconds (summed over attempts; `paused`: time it was stopped, not in
+        `seconds`), its peak resident memory (the largest over attempts) and, when given, its status (a stage run
+        elsewhere, e.g. a study's child process)."""
+        with self._lock:
+            if peak_mb is not None:
+                peaks = self.manifest.setdefault("peak_rss_mb", {})
+                peaks[name] = max(peaks.get(name, 0), peak_mb)
+            self.add_seconds(name, seconds, paused)
         self.tracker.log_stage_seconds(name, self.manifest["seconds"][name])
         if status is not None:
             self.mark(name, status)

@@ -5,7 +5,8 @@ STUDY_DIR STAGE`) that runs exactly what the serial study runs for that stage, i
 resumes the same way. Worker slot k owns `devices[k]` (CUDA_VISIBLE_DEVICES) when the study lists devices; on a
 CPU the slots split the torch threads (OMP_NUM_THREADS = threads // parallel). Only this process writes the
 study's manifest: a stage is marked done, with its wall time and the child's peak resident memory, when its child
-exits 0.
+exits 0; a running child's seconds so far are written every HEARTBEAT_S, so a killed study still counts them, and
+time the study was stopped (SIGSTOP) is left out, as in the serial study (runs/stages.py).
 
 Order: the study's, except that a stage waits for what it needs. A transfer evaluation waits for its arm; an arm
 whose iteration-0 evaluation has the same inputs as an earlier arm's (study/reuse.py) waits until that one is
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from forethought.errors import UserError
+from forethought.runs.stages import HEARTBEAT_S, Stopwatch
 
 POLL = 0.2  # seconds between checks of the running children
 PARENT = "FORETHOUGHT_STUDY_PARENT"  # the study process's pid, in a child's environment
@@ -69,7 +71,7 @@ def _die_with_parent(parent: int) -> None:
 class _Child:
     def __init__(self, stage: str, slot: int, proc: subprocess.Popen, log: Path):
         self.stage, self.slot, self.proc, self.log = stage, slot, proc, log
-        self.start = time.perf_counter()
+        self.watch = Stopwatch(beat=POLL)  # ticked at every poll: its running seconds, stops left out
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -93,6 +95,7 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
     failed: list[str] = []
 
     waits = {name: study.waits_for(name) for name in pending}
+    beat = time.monotonic()
 
     def ready(name: str) -> bool:
         return all(wait(stages) for wait in waits[name])
@@ -105,17 +108,25 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                 if name is None:
                     break
                 pending.remove(name)
+                stages.recover(name)  # what a killed study's child had run of it
                 slot = free.pop(0)
                 running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
             time.sleep(POLL)
+            for child in running:
+                child.watch.tick()
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                beat = time.monotonic()
+                for child in running:
+                    stages.running(child.stage, child.watch)
             for child in list(running):
                 pid, status, usage = os.wait4(child.proc.pid, os.WNOHANG)
                 if pid == 0:
                     continue
                 running.remove(child)
                 child.proc.returncode = code = os.waitstatus_to_exitcode(status)
-                seconds = time.perf_counter() - child.start
-                stages.record(child.stage, seconds, usage.ru_maxrss // 1024, "done" if code == 0 else None)
+                seconds = child.watch.seconds
+                stages.record(child.stage, seconds, usage.ru_maxrss // 1024, "done" if code == 0 else None,
+                              paused=child.watch.paused)
                 if code == 0:
                     study.say(f"finished {child.stage} in {seconds:,.0f} s")
                     after_stage()
