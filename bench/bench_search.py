@@ -4,6 +4,8 @@ Same engine (hf, embedded model), same questions, same search settings, in one p
 `batched=True` gathers every tree's leaf into one engine call per round; `batched=False` makes one call per
 expansion. Both are seeded per node, so they grow the same trees unless batch composition changes rounding.
 Run: python bench/bench_search.py [--model smollm2-135m] [--questions 8] [--iterations 3] [--max-new-tokens 64]
+       [--batch-sizes 64,256]   (the engine's batch_size for the batched search, one row each; the baseline's calls
+                                 hold 3-5 rows, so its batch size does not matter)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-sizes", default="64", help="comma-separated engine batch sizes for the batched rows")
     args = parser.parse_args()
 
     task = get_task("synthetic/arithmetic", difficulty=1)
@@ -35,16 +38,20 @@ def main() -> None:
     engine = HFEngine(args.model, device=args.device, batch_size=64)
     run_search(engine, task, examples[:1], cfg.model_copy(update={"iterations": 1}))  # warm-up
     rows, trees = [], {}
-    for label, batched in (("one tree at a time (baseline)", False), ("all trees together", True)):
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    arms = [("one tree at a time (baseline)", False, 64)] + [
+        (f"all trees together (batch {b})", True, b) for b in sizes]
+    for label, batched, batch_size in arms:
+        engine.batch_size = batch_size
         start = time.perf_counter()
-        trees[batched], stats = run_search(engine, task, examples, cfg, batched=batched)
+        trees[label], stats = run_search(engine, task, examples, cfg, batched=batched)
         seconds = time.perf_counter() - start
         rows.append((label, stats.engine_calls, stats.expansions, stats.tokens, seconds))
         print(f"{label}: {stats.expansions / seconds:.2f} expansions/s, {stats.tokens / seconds:.1f} tok/s", flush=True)
-    same = [t.to_json() for t in trees[True]] == [t.to_json() for t in trees[False]]
+    same = all([t.to_json() for t in trees[arms[0][0]]] == [t.to_json() for t in trees[a[0]]] for a in arms)
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, {args.model}, {args.questions} questions x {args.iterations} iterations, 5/3 children, "
-          f"up to {args.max_new_tokens} tokens per action; identical trees both ways: {same}\n")
+          f"up to {args.max_new_tokens} tokens per action; identical trees every way: {same}\n")
     print("| search | engine calls | expansions | tokens | seconds | expansions/s | vs baseline |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = rows[0][2] / rows[0][4]

@@ -103,6 +103,8 @@ def test_stages_run_once_record_seconds_and_statuses(tmp_path):
     assert not runner.stage("a", lambda: calls.append("again"))
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"] == {"a": "done", "b": "skipped"} and set(manifest["seconds"]) == {"a", "b"}
+    assert manifest["machine"] == {"a": stages_module.machine(), "b": stages_module.machine()}
+    assert "CPUs" in stages_module.machine()
     assert calls == ["a"]
     again = StageRunner(tmp_path / "run", Toy(output="x"))  # a resumed run reads the manifest back
     assert again.done("a") and again.done("b") and not again.done("c")

@@ -277,6 +277,22 @@ def test_paired_difference_to_the_baseline_pooled_over_seeds(tmp_path):
     assert "Budget 880 generated tokens" in table
 
 
+def test_the_table_says_which_machines_measured_the_seconds(tmp_path):
+    for name, kinds in (("base", ["AMD EPYC, AVX2, 2 CPUs"]), ("arm", ["AMD EPYC, AVX2, 2 CPUs", "Xeon, AVX-512"])):
+        d = tmp_path / "arms" / name / "seed_0"
+        _hand_run(d, [1, 0], [(0, 0.5, 0)])
+        stages = {f"s{k}": kind for k, kind in enumerate(kinds)}
+        (d / "manifest.json").write_text(json.dumps({"stages": {}, "seconds": {}, "machine": stages}))
+    arms = [{"name": "base", "kind": "run"}, {"name": "arm", "kind": "run"}]
+    study = summarize(tmp_path, arms, [0], "base")
+    assert study["arms"]["arm"]["seeds"]["0"]["machines"] == ["AMD EPYC, AVX2, 2 CPUs", "Xeon, AVX-512"]
+    assert ("Seconds measured on more than one kind of machine: base: AMD EPYC, AVX2, 2 CPUs; arm: AMD EPYC, AVX2, "
+            "2 CPUs and Xeon, AVX-512.") in markdown_table(study)
+    (tmp_path / "arms" / "arm" / "seed_0" / "manifest.json").write_text(
+        json.dumps({"stages": {}, "seconds": {}, "machine": {"s0": "AMD EPYC, AVX2, 2 CPUs"}}))
+    assert "Seconds measured on AMD EPYC, AVX2, 2 CPUs." in markdown_table(summarize(tmp_path, arms, [0], "base"))
+
+
 def test_study_page_renders_both_plots_in_chromium(tmp_path):
     from forethought.report.html import BLUE, write_report
     from test_report_screenshot import CHROMIUM, screenshot

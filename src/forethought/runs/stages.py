@@ -14,9 +14,13 @@ during which the process was stopped (SIGSTOP, a suspended job) is left out and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
+import os
+import platform
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -126,6 +130,33 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def machine() -> str:
+    """The kind of machine a stage ran on, e.g. "AMD EPYC, AVX2, 2 CPUs" (+ GPU names): seconds measured on
+    different kinds differ several-fold (fp32 on AVX2 vs AVX-512), so a run carried across machines says which."""
+    parts = [_cpu()]
+    torch = sys.modules.get("torch")  # only when already loaded: a stage that used no torch needs no GPU name
+    if torch is not None and torch.cuda.is_available():
+        parts += [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> str:
+    name, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    isa = next((label for flag, label in (("amx_bf16", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+                if flag in flags), None)
+    return ", ".join([name] + ([isa] if isa else []) + [f"{os.cpu_count()} CPUs"])
 
 
 def peak_rss_mb() -> int | None:
@@ -280,6 +311,7 @@ class StageRunner:
             if peak_mb is not None:
                 peaks = self.manifest.setdefault("peak_rss_mb", {})
                 peaks[name] = max(peaks.get(name, 0), peak_mb)
+            self.manifest.setdefault("machine", {})[name] = machine()  # the last attempt's
             self.add_seconds(name, seconds, paused)
         self.tracker.log_stage_seconds(name, self.manifest["seconds"][name])
         if status is not None:

@@ -135,8 +135,11 @@ def summarize(root: Path, arms: list[dict], seeds: list[int], baseline: str, tra
                 "tokens": last.get("tokens"), "prompt_tokens": last.get("prompt_tokens"),
                 "seconds": last.get("seconds"),
             }
-            if reused := _json(d / "manifest.json").get("reused"):  # stages copied from another arm (study/reuse.py)
+            manifest = _json(d / "manifest.json")
+            if reused := manifest.get("reused"):  # stages copied from another arm (study/reuse.py)
                 entry["seeds"][str(seed)]["reused"] = reused
+            if machines := sorted(set(manifest.get("machine", {}).values())):  # what its seconds were measured on
+                entry["seeds"][str(seed)]["machines"] = machines
             if budget is not None and last:
                 over = last["tokens"] - budget
                 entry["seeds"][str(seed)]["over_budget"] = max(0, over)
@@ -234,6 +237,14 @@ def markdown_table(study: dict) -> str:
                  "tokens and seconds are means over seeds. Accuracy on the held-out questions pooled over seeds "
                  "(95% interval: Wilson for one seed, else normal over per-question means); the difference to "
                  f"{study['baseline']} is paired over the same questions (normal interval).")
+    machines = {name: sorted({m for s in a["seeds"].values() for m in s.get("machines", [])})
+                for name, a in study["arms"].items()}
+    kinds = {m for ms in machines.values() for m in ms}
+    if len(kinds) == 1:
+        lines.append(f"Seconds measured on {kinds.pop()}.")
+    elif kinds:  # a study carried across machines: seconds are not comparable between kinds
+        lines.append("Seconds measured on more than one kind of machine: " + "; ".join(
+            f"{name}: {' and '.join(ms)}" for name, ms in machines.items() if ms) + ".")
     return "\n".join(lines) + "\n"
 
 
