@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,24 @@ def test_more_iterations_resume_a_finished_run(tmp_path, warm_model, ones_task):
     assert [m["iteration"] for m in read_lines(root / "metrics.jsonl")] == [0, 1]
     with pytest.raises(UserError, match="differs in: iterations"):
         run_recipe(recipe, ["iterations=0"], progress=False)
+
+
+def test_a_lost_checkpoint_trains_again_only_when_a_stage_left_needs_it(tmp_path, warm_model, ones_task, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", warm_model, ones_task, tmp_path / "run", iterations=1)
+    root = run_recipe(recipe, progress=False)
+    checkpoint, manifest = root / "iter_001" / "checkpoint", root / "manifest.json"
+    finished = (root / "metrics.jsonl").read_text()
+    shutil.rmtree(checkpoint)  # a finished run without its weights: nothing to redo
+    run_recipe(recipe, progress=False)
+    assert not checkpoint.exists() and (root / "metrics.jsonl").read_text() == finished
+    assert "trains again" not in capsys.readouterr().err
+    state = json.loads(manifest.read_text())  # as if copied to another machine before its evaluation ended
+    state["stages"]["iter_001/eval"] = "pending"
+    manifest.write_text(json.dumps(state))
+    run_recipe(recipe, progress=False)
+    assert checkpoint.is_dir() and "iteration 1 trains again" in capsys.readouterr().err
+    state = json.loads(manifest.read_text())
+    assert state["stages"]["iter_001/train"] == "done" and state["stages"]["iter_001/eval"] == "done"
 
 
 def test_unknown_recipe_key_is_a_clear_error(tmp_path, warm_model, ones_task):
