@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -129,3 +130,14 @@ def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
     again = run_cpl(tmp_path / "cpl.yaml", [], progress=False)  # everything done: nothing runs again
     assert again["models"] == summary["models"]
     assert json.loads((tmp_path / "run" / "manifest.json").read_text()) == manifest
+    # copied without weights before its last evaluation ended: only the model that evaluation needs trains again
+    for name in ("r1/value", "r2/apo"):
+        shutil.rmtree(tmp_path / "run" / name / "checkpoint")
+    manifest["stages"]["eval/r2_apo"] = "pending"
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    run_cpl(tmp_path / "cpl.yaml", [], progress=False)
+    after = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert (tmp_path / "run" / "r2" / "apo" / "checkpoint").exists() and after["stages"]["eval/r2_apo"] == "done"
+    assert after["seconds"]["r2/apo"] > manifest["seconds"]["r2/apo"]  # trained again
+    assert not (tmp_path / "run" / "r1" / "value" / "checkpoint").exists()  # round 2's search is done: not needed
+    assert after["seconds"]["r1/value"] == manifest["seconds"]["r1/value"]

@@ -132,12 +132,12 @@ def test_a_lost_checkpoint_trains_again_only_when_a_stage_left_needs_it(tmp_path
     shutil.rmtree(checkpoint)  # a finished run without its weights: nothing to redo
     run_recipe(recipe, progress=False)
     assert not checkpoint.exists() and (root / "metrics.jsonl").read_text() == finished
-    assert "trains again" not in capsys.readouterr().err
+    assert "runs again" not in capsys.readouterr().err
     state = json.loads(manifest.read_text())  # as if copied to another machine before its evaluation ended
     state["stages"]["iter_001/eval"] = "pending"
     manifest.write_text(json.dumps(state))
     run_recipe(recipe, progress=False)
-    assert checkpoint.is_dir() and "iteration 1 trains again" in capsys.readouterr().err
+    assert checkpoint.is_dir() and "stage iter_001/train runs again" in capsys.readouterr().err
     state = json.loads(manifest.read_text())
     assert state["stages"]["iter_001/train"] == "done" and state["stages"]["iter_001/eval"] == "done"
 

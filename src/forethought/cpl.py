@@ -74,11 +74,25 @@ class CplRun:
 
     def run(self) -> dict:
         with self.stages:
+            self.retrain_lost_checkpoints()
             if self.cfg.eval_base:
                 self.evaluate(self.cfg.model, "base")
             for k in range(1, self.cfg.rounds + 1):
                 self.round(k)
         return self.summary()
+
+    def retrain_lost_checkpoints(self) -> None:
+        """A trained model whose checkpoint is gone trains again when a stage still to run uses it (runs/loop.py)."""
+        rounds, ablation = self.cfg.rounds, self.cfg.step_dpo_ablation
+        for k in range(1, rounds + 1):
+            later = [f"r{k + 1}/search"] if k < rounds else []  # the next round searches with apo and value
+            users = {"sft": [f"r{k}/apo", f"eval/r{k}_sft"] + [f"r{k}/dpo"] * ablation
+                     + [f"r{k}/value"] * bool(later),
+                     "apo": [f"eval/r{k}_apo"] + later, "dpo": [f"eval/r{k}_dpo"] * ablation, "value": later}
+            for name, needs in users.items():
+                stage = f"r{k}/{name}"
+                needed = any(not self.stages.done(n) for n in needs)
+                self.stages.redo_if_lost(stage, self.root / f"r{k}" / name / "checkpoint", needed)
 
     def round(self, k: int) -> None:
         """Search, SFT from base, Step-APO (and step DPO) from SFT, the value model for the next round, evaluations."""

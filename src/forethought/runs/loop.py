@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
-
 from forethought.errors import UserError
 from forethought.evaluate import EvalResult, evaluate, partial_path
 from forethought.jsonl import read_text, write_json, write_jsonl
@@ -110,21 +108,15 @@ class Runner:
         return self.root
 
     def retrain_lost_checkpoints(self) -> None:
-        """An iteration marked trained whose checkpoint is gone (a run directory copied without its weights, say to
-        carry a study to another machine) trains again if a stage still to run needs that model: its evaluation,
-        the next iteration's sampling, or the next training when it continues from it. Training is seeded."""
+        """An iteration's training runs again when its checkpoint is gone and a stage still to run needs that model:
+        its evaluation, the next iteration's sampling, or the next training when it continues from it (seeded)."""
         done = self.stages.done
         for t in range(1, self.cfg.iterations + 1):
-            if self.stages.status(_key(t, "train")) != "done" or (self.iter_dir(t) / "checkpoint").exists():
-                continue
             needed = not done(_key(t, "eval"))
             if t < self.cfg.iterations and not self.grpo:
                 needed |= not done(_key(t + 1, "sample"))
                 needed |= not done(_key(t + 1, "train")) and not self.cfg.learner.restart_from_base
-            if needed:
-                Console(stderr=True).print(f"[yellow]warning:[/] {self.iter_dir(t) / 'checkpoint'} is missing and still "
-                                           f"needed: iteration {t} trains again", soft_wrap=True)
-                self.stages.mark(_key(t, "train"), "pending")
+            self.stages.redo_if_lost(_key(t, "train"), self.iter_dir(t) / "checkpoint", needed)
 
     def sample(self, t: int) -> None:
         out = self.iter_dir(t) / "samples.jsonl"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
+from rich.console import Console
 
 from forethought.engines import close_engine, get_engine
 from forethought.errors import UserError
@@ -263,6 +264,15 @@ class StageRunner:
             killed = self.manifest.get("running", {}).get(name)
             if killed:
                 self.add_seconds(name, killed["seconds"], killed["paused"])
+
+    def redo_if_lost(self, name: str, output: Path, needed: bool) -> None:
+        """Mark done stage `name` to run again when its output is gone (a run directory copied without its weights,
+        e.g. to carry a study to another machine) and a stage still to run `needed` it; a finished run whose
+        checkpoints were deleted is left alone."""
+        if needed and self.status(name) == "done" and not output.exists():
+            Console(stderr=True).print(f"[yellow]warning:[/] {output} is missing and still needed: stage {name} runs "
+                                       "again", soft_wrap=True)
+            self.mark(name, "pending")
 
     @property
     def seconds(self) -> dict[str, float]:
