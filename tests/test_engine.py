@@ -484,3 +484,17 @@ def test_recipe_engine_settings_reach_the_hf_engine(tiny_model_dir):
     assert (engine.prefill_tokens, engine.shared_kv, engine.continuous) == (512, False, True)
     default = get_engine("hf", str(tiny_model_dir), device="cpu")
     assert (default.prefill_tokens, default.shared_kv, default.continuous) == (1024, True, False)
+
+
+def test_the_kv_cache_goes_by_the_argument_the_installed_transformers_names(tiny_engine):
+    import inspect
+    import warnings
+
+    from forethought.engines.hf import cache_argument
+
+    expected = "cache" if "cache" in inspect.signature(tiny_engine.model.forward).parameters else "past_key_values"
+    assert cache_argument(tiny_engine.model) == expected
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*deprecated")  # removed in transformers 5.40
+        out = tiny_engine.generate([Request(prompt=PROMPTS[0], max_new_tokens=4, temperature=0.0)], progress=False)
+    assert 1 <= out[0].samples[0].tokens <= 4

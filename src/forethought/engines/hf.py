@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import gc
 import hashlib
+import inspect
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -71,6 +72,13 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not cont,
                                          continue_final_message=cont)
     return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def cache_argument(model) -> str:
+    """The forward argument that takes the KV cache: `cache` in recent transformers (which deprecates
+    `past_key_values`, to be removed in 5.40), `past_key_values` in older 5.x releases."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper passes it on
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -139,6 +147,7 @@ class HFEngine:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self._cache_arg = cache_argument(model)
         self.preallocate = True  # KV cache in preallocated buffers (False: transformers' concatenating cache)
         self.share_prefix = True  # encode a batch's shared prefix and repeated prompts once (False: each prompt whole)
         # Refill finished rows' slots with waiting requests mid-decode (see _decode_slots). Off by default: see
@@ -376,7 +385,7 @@ class HFEngine:
     def _forward(self, chosen: torch.Tensor, attention: torch.Tensor, position: torch.Tensor, cache, extra: dict):
         """One decode step: the rows' chosen tokens in, the next position's logits out."""
         out = self.model(input_ids=chosen[:, None], attention_mask=attention, position_ids=position[:, None],
-                         past_key_values=cache, use_cache=True, **extra)
+                         use_cache=True, **{self._cache_arg: cache}, **extra)
         return out.logits[:, -1, :].float()
 
     def _start(self, group: list[_Unit], requests: Sequence[Request], prompts: list[list[int]], into=None):
@@ -480,8 +489,8 @@ class HFEngine:
         return passes
 
     def _encode_head(self, ids: list[int], cache) -> None:
-        self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True,
-                   logits_to_keep=1)
+        self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1,
+                   **{self._cache_arg: cache})
 
     def _encode(self, prompts: list[list[int]], shared: int, cache, prefix: shared_prefix.SharedPrefix | None = None):
         """Encode the prompts' tails after their `shared` first tokens (held in `cache`, or in `prefix`, kept once),
@@ -503,8 +512,8 @@ class HFEngine:
         else:
             mask = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=self.device), tail], dim=1)
             extra = {"attention_mask": mask}
-        out = self.model(input_ids=input_ids.to(self.device), position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1, **extra)
+        out = self.model(input_ids=input_ids.to(self.device), position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{self._cache_arg: cache}, **extra)
         return out.logits[:, -1, :].float(), mask, cache
 
     def _row(self, request: Request, request_index: int, index: int) -> _Row:
