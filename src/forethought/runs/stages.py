@@ -203,7 +203,8 @@ def heartbeat(on_beat: Callable[[Stopwatch], None], beat: float | None = None):
     def loop():
         while not stop.wait(watch.beat):
             watch.tick()
-            on_beat(watch)
+            with contextlib.suppress(Exception):  # best effort: the stage's own end records its seconds
+                on_beat(watch)
 
     thread = threading.Thread(target=loop, name="stage-heartbeat", daemon=True)
     thread.start()
@@ -264,6 +265,11 @@ class StageRunner:
             killed = self.manifest.get("running", {}).get(name)
             if killed:
                 self.add_seconds(name, killed["seconds"], killed["paused"])
+
+    def annotate(self, key: str, name: str, value) -> None:
+        """Keep `value` about stage `name` under manifest[key] (e.g. `reused`), saved with the next manifest write."""
+        with self._lock:
+            self.manifest.setdefault(key, {})[name] = value
 
     def redo_if_lost(self, name: str, output: Path, needed: bool) -> None:
         """Mark done stage `name` to run again when its output is gone (a run directory copied without its weights,

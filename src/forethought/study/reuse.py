@@ -94,5 +94,4 @@ def reuse_eval(runner, source: Path, root: Path, key: str) -> None:
                   "seconds": previous.get("seconds", {}).get(EVAL_STAGE)}
     runner.record_iteration(0, result, eval_seconds=time.perf_counter() - start)
     # saved with the stage's seconds and status when it ends
-    runner.stages.manifest.setdefault("reused", {})[EVAL_STAGE] = {"from": origin["from"], "key": key,
-                                                                   "seconds": origin["seconds"]}
+    runner.stages.annotate("reused", EVAL_STAGE, {"from": origin["from"], "key": key, "seconds": origin["seconds"]})
