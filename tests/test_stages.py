@@ -359,3 +359,12 @@ def test_time_a_stage_was_stopped_is_left_out_of_its_seconds(tmp_path):
     assert manifest["stages"]["slow"] == "done"
     assert manifest["paused_seconds"]["slow"] >= 2.0  # the stop, about 2.5 s
     assert manifest["seconds"]["slow"] <= 2.5  # 4 s of sleep less the stop, plus about one heartbeat
+
+
+def test_elapsed_counts_earlier_attempts_and_the_running_one(tmp_path):
+    runner = StageRunner(tmp_path / "run", Toy(output="x"))
+    runner.add_seconds("a", 5.0)  # an earlier attempt
+    seen = []
+    runner.stage("a", lambda: (time.sleep(0.3), seen.append(runner.elapsed("a"))))
+    assert 5.3 <= seen[0] < 6.5
+    assert runner.elapsed("a") == runner.seconds["a"] >= 5.3  # once it ended: what the manifest says

@@ -293,6 +293,15 @@ def test_the_table_says_which_machines_measured_the_seconds(tmp_path):
     assert "Seconds measured on AMD EPYC, AVX2, 2 CPUs." in markdown_table(summarize(tmp_path, arms, [0], "base"))
 
 
+def test_an_arms_seconds_are_its_stages_seconds_which_leave_out_stops(tmp_path):
+    d = tmp_path / "arms" / "arm" / "seed_0"
+    _hand_run(d, [1, 0], [(0, 0.5, 0), (1, 0.5, 10)])  # metrics say 10 s per iteration (an evaluation's own clock)
+    stages = {"iter_000/eval": 7.0, "iter_001/sample": 3.0, "iter_001/train": 4.0}  # iteration 1's eval: running
+    (d / "manifest.json").write_text(json.dumps({"stages": {}, "seconds": stages, "paused_seconds": {"x": 900.0}}))
+    study = summarize(tmp_path, [{"name": "arm", "kind": "run"}], [0], "arm")
+    assert [p["seconds"] for p in study["arms"]["arm"]["seeds"]["0"]["iterations"]] == [7.0, 17.0]
+
+
 def test_study_page_renders_both_plots_in_chromium(tmp_path):
     from forethought.report.html import BLUE, write_report
     from test_report_screenshot import CHROMIUM, screenshot

@@ -176,7 +176,7 @@ class Runner:
 
     def record_iteration(self, t: int, result: EvalResult, eval_seconds: float | None = None) -> None:
         """iter_t/metrics.json, metrics.jsonl and the tracking backends from iteration t's evaluation `result`;
-        `eval_seconds`: the evaluation's own time (default: the result's; a study that copies an identical
+        `eval_seconds`: the evaluation's time (default: its stage's so far; a study that copies an identical
         evaluation of another arm passes the copy's)."""
         examples = []  # a few accepted and rejected trajectories of this iteration, for the tracking backends
         if not t:
@@ -206,10 +206,10 @@ class Runner:
             "train_examples": read_text(self.iter_dir(t) / "train.jsonl").count("\n") if t and not self.grpo
             else sampled.get("trials", 0),
             "trained": self.stages.status(_key(t, "train")) == "done" if t else False,
-            # this evaluation's own time is added when its stage ends: count it from the result
             **({"reward_mean": sampled.get("reward_mean")} if self.grpo else {}),
-            "seconds": round(sum(v for k, v in seconds.items() if k.startswith(_key(t, "")))
-                             + (s["seconds"] if eval_seconds is None else eval_seconds), 3),
+            # the evaluation's stage is still running: its seconds so far (earlier attempts included, stops left out)
+            "seconds": round(sum(v for k, v in seconds.items() if k.startswith(_key(t, "")) and k != _key(t, "eval"))
+                             + (self.stages.elapsed(_key(t, "eval")) if eval_seconds is None else eval_seconds), 3),
         }
         if t:
             base = [json.loads(x) for x in read_text(self.iter_dir(0) / "eval" / "records.jsonl").splitlines()]

@@ -228,6 +228,7 @@ class StageRunner:
         self.settings, self.progress = engine_settings, progress
         self.manifest = read_manifest(self.root)
         self._lock = threading.RLock()  # the heartbeat thread writes the manifest too
+        self._live: dict[str, Stopwatch] = {}  # the running stages' stopwatches
         self._engine = (None, None)
 
     # ---------------------------------------------------------------- manifest
@@ -280,6 +281,12 @@ class StageRunner:
                                        "again", soft_wrap=True)
             self.mark(name, "pending")
 
+    def elapsed(self, name: str) -> float:
+        """Seconds stage `name` has run so far over its attempts, the running one included (stops left out)."""
+        watch = self._live.get(name)
+        live = watch.seconds + min(watch.clock() - watch.last, watch.beat) if watch is not None else 0.0
+        return self.manifest["seconds"].get(name, 0.0) + live
+
     @property
     def seconds(self) -> dict[str, float]:
         return dict(self.manifest["seconds"])
@@ -309,9 +316,11 @@ class StageRunner:
         watch = Stopwatch()
         try:
             with heartbeat(lambda w: self.running(name, w)) as watch:
+                self._live[name] = watch
                 with self.tracker.training(name) if trains else contextlib.nullcontext():
                     status = fn()
         finally:
+            self._live.pop(name, None)
             gc.collect()  # a stage's trainer or engine buffers, held in cycles, go now...
             release_free_memory()  # ...and the C heap gives them back, so the next stage starts small
             self.record(name, watch.seconds, peak_rss_mb(), paused=watch.paused)

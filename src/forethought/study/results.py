@@ -51,11 +51,15 @@ def run_points(d: Path) -> list[dict]:
     tokens, cumulative seconds, and where its evaluation records are."""
     points, prompt, seconds = [], 0, 0.0
     metrics = [m for _, m in read_jsonl(d / "metrics.jsonl")] if (d / "metrics.jsonl").is_file() else []
+    stage_seconds = _json(d / "manifest.json").get("seconds", {})
     for m in sorted(metrics, key=lambda m: m["iteration"]):
         it = d / f"iter_{m['iteration']:03d}"
         tin = _tokens_in(it) if m["iteration"] else 0
         prompt = None if prompt is None or tin is None else prompt + tin
-        seconds += m.get("seconds") or 0.0
+        # the stages' own seconds (they leave out time the run was stopped); an evaluation's stage not recorded yet:
+        # the iteration's metrics
+        mine = {k: v for k, v in stage_seconds.items() if k.startswith(f"{it.name}/")}
+        seconds += sum(mine.values()) if f"{it.name}/eval" in mine else (m.get("seconds") or 0.0)
         points.append({"iteration": m["iteration"], "accuracy": m["accuracy"], "ci95": m["ci95"],
                        "tokens": m.get("cumulative_tokens", 0), "prompt_tokens": prompt, "seconds": round(seconds, 1),
                        "records": str(it / "eval" / "records.jsonl")})
