@@ -144,6 +144,11 @@ def _worker(job: Path) -> None:
         tmp = job / "stats.json.tmp"
         tmp.write_text(stats.model_dump_json(), encoding="utf-8")
         tmp.replace(job / "stats.json")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # leave together: a rank exiting with the process group's
+        dist.barrier()  # threads still running can abort ("terminate called without an active exception")
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
