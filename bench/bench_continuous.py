@@ -9,6 +9,7 @@ Each way runs --repeats times, alternating, best kept. Prints seconds, tokens/s,
 identical, and decode steps and forward passes per way.
 
     python bench/bench_continuous.py [--limit 100] [--batch 64] [--repeats 2] [--gsm8k PATH] [--mixed 512]
+                                      [--refill 1,8,16]
     python bench/bench_continuous.py --memory [--continuous]   # peak RSS of one evaluation in a child process
 """
 
@@ -98,9 +99,10 @@ def simulated_ratio(lengths: list[int], batch: int, fixed: float, per_row: float
     return plain / refilled
 
 
-def run(engine: HFEngine, requests: list[Request], continuous: bool) -> tuple[float, int, list, str]:
-    """Seconds, generated tokens, texts and a count of forward passes of one engine.generate."""
-    engine.continuous = continuous
+def run(engine: HFEngine, requests: list[Request], continuous: bool, refill: int = 1) -> tuple[float, int, list, str]:
+    """Seconds, generated tokens, texts and a count of forward passes of one engine.generate (`refill`: continuous
+    batching refills once that many slots are free, or all that wait fit)."""
+    engine.continuous, engine.refill = continuous, refill
     shapes = []
     hook = engine.model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
@@ -110,7 +112,7 @@ def run(engine: HFEngine, requests: list[Request], continuous: bool) -> tuple[fl
         seconds = time.perf_counter() - start
     finally:
         hook.remove()
-    engine.continuous = False
+    engine.continuous, engine.refill = False, None
     tokens = sum(s.tokens for c in out for s in c.samples)
     decode = [rows for rows, width in shapes if width == 1]
     prefill = [rows * width for rows, width in shapes if width > 1]
@@ -119,22 +121,28 @@ def run(engine: HFEngine, requests: list[Request], continuous: bool) -> tuple[fl
     return seconds, tokens, [[(s.text, s.finish_reason) for s in c.samples] for c in out], passes
 
 
-def compare(engine: HFEngine, label: str, requests: list[Request], repeats: int) -> tuple[float, float]:
-    best = {False: None, True: None}
+def compare(engine: HFEngine, label: str, requests: list[Request], repeats: int,
+            refills: tuple[int, ...] = (1,)) -> tuple[float, float]:
+    """Batch after batch against continuous batching at each `refills` threshold, alternated `repeats` times, best
+    kept; returns the seconds of batch after batch and of the fastest continuous way."""
+    ways = [(False, 1)] + [(True, k) for k in refills]
+    best = dict.fromkeys(ways)
     for _ in range(repeats):
-        for continuous in (False, True):
-            result = run(engine, requests, continuous)
-            if best[continuous] is None or result[0] < best[continuous][0]:
-                best[continuous] = result
-    (s0, t0, plain, f0), (s1, t1, refilled, f1) = best[False], best[True]
-    same = sum(a == b for a, b in zip(plain, refilled))
+        for way in ways:
+            result = run(engine, requests, *way)
+            if best[way] is None or result[0] < best[way][0]:
+                best[way] = result
+    s0, t0, plain, f0 = best[ways[0]]
     print(f"\n{label}: {len(requests)} requests, {t0} tokens generated (mean {t0 / len(requests):.1f})")
-    print("| way | seconds | tokens/s | forward passes | vs batch after batch |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| batch after batch | {s0:.2f} | {t0 / s0:.1f} | {f0} | 1.00x |")
-    print(f"| continuous (slots refilled in place) | {s1:.2f} | {t1 / s1:.1f} | {f1} | {s0 / s1:.2f}x |")
-    print(f"identical outputs: {plain == refilled} ({same} of {len(requests)} requests identical)", flush=True)
-    return s0, s1
+    print("| way | seconds | tokens/s | forward passes | vs batch after batch | identical outputs |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| batch after batch | {s0:.2f} | {t0 / s0:.1f} | {f0} | 1.00x | |")
+    for way in ways[1:]:
+        s1, t1, refilled, f1 = best[way]
+        same = sum(a == b for a, b in zip(plain, refilled))
+        print(f"| continuous, refill at {way[1]} free slot(s) | {s1:.2f} | {t1 / s1:.1f} | {f1} | {s0 / s1:.2f}x "
+              f"| {same} of {len(requests)} |", flush=True)
+    return s0, min(best[way][0] for way in ways[1:])
 
 
 def memory(args) -> None:
@@ -169,27 +177,31 @@ def main() -> None:
     parser.add_argument("--mixed-cap", type=int, default=384)
     parser.add_argument("--memory", action="store_true", help="measure the evaluation's peak RSS instead")
     parser.add_argument("--continuous", action="store_true", help="with --memory: continuous batching on")
+    parser.add_argument("--refill", default="1", help="continuous batching refills once this many slots are free "
+                        "(comma-separated: one row each)")
     args = parser.parse_args()
     if args.memory:
         return memory(args)
+    refills = tuple(int(k) for k in args.refill.split(","))
     engine = HFEngine("smollm2-135m", batch_size=args.batch, device="cpu")
     requests = eval_requests(args.limit, args.max_new_tokens)
     engine.generate(requests[:2], progress=False)  # warm-up
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, fp32, batch {args.batch}")
     compare(engine, f"quickstart evaluation (synthetic arithmetic, greedy, eos on, up to {args.max_new_tokens} tokens)",
-            requests, args.repeats)
+            requests, args.repeats, refills)
     if args.mixed:
         mixed = mixed_requests(args.mixed, args.mixed_mean, args.mixed_cap)
         s0, _ = compare(engine, f"mixed lengths ({args.mixed} sampled answers, token limits geometric with mean "
-                        f"{args.mixed_mean}, cap {args.mixed_cap})", mixed, args.repeats)
+                        f"{args.mixed_mean}, cap {args.mixed_cap})", mixed, args.repeats, refills)
         lengths = [c.samples[0].tokens for c in engine.generate(mixed, progress=False)]
         high, low = simulated_ratio(lengths, args.batch, 110, 7), simulated_ratio(lengths, args.batch, 55, 7)
         print(f"predicted by a decode step cost of fixed + per_row x rows: {high:.2f}x (fixed 110, per row 7: about "
               f"this CPU's batch-1 and batch-64 decode costs in ms) or {low:.2f}x (fixed 55)")
     if args.gsm8k and args.gsm8k.exists():
         compare(engine, f"sampled GSM8K answers (temperature 0.7, eos on, up to {args.gsm8k_max_new_tokens} tokens)",
-                gsm8k_requests(args.gsm8k, args.gsm8k_requests, args.gsm8k_max_new_tokens), args.repeats)
+                gsm8k_requests(args.gsm8k, args.gsm8k_requests, args.gsm8k_max_new_tokens), args.repeats,
+                refills)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
 

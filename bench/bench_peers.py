@@ -35,8 +35,11 @@ What is timed:
 --isa avx2 only partly emulates an AVX2-only CPU: llama.cpp is compiled without AVX-512 and torch's ATen kernels,
 oneDNN and MKL are held to AVX2, but the cores, caches, clock and memory bandwidth are still this machine's.
 
+With --packed the engine also runs with `engine.packed_weights` (its linear layers through oneDNN with packed fp32
+weights: engines/packed_linear.py), in a second child, side by side.
+
 Run (a timing run; on a shared machine hold the CPU lock):
-    python bench/bench_peers.py [--isa native|avx2] [--cache out/llama_cpp]
+    python bench/bench_peers.py [--isa native|avx2] [--cache out/llama_cpp] [--packed]
 Needs cmake (installed into the running venv with pip when missing) and a C/C++ compiler. Errors are one line on
 stderr and exit status 2.
 """
@@ -235,7 +238,7 @@ def engine_child(args) -> None:
     from forethought.engines import Request
     from forethought.engines.hf import HFEngine
 
-    engine = HFEngine(MODEL)
+    engine = HFEngine(MODEL, packed_weights=args.packed)
     engine.eos_ids = set()  # benchmark only: ignore eos so every row generates exactly new_tokens
     torch.set_num_threads(args.threads)
     most = max(max(args.batches), args.batch1_prompts)
@@ -293,7 +296,7 @@ def engine_profile(args) -> None:
     from forethought.engines import Request
     from forethought.engines.hf import HFEngine
 
-    engine = HFEngine(MODEL)
+    engine = HFEngine(MODEL, packed_weights=args.packed)
     engine.eos_ids = set()
     torch.set_num_threads(args.threads)
     texts = prompt_texts(engine.tokenizer, max(args.batches), args.prompt_tokens)
@@ -347,15 +350,16 @@ def engine_profile(args) -> None:
                   f"| {e.self_cpu_time_total / total:.1%} |")
 
 
-def run_engine(args) -> dict:
-    """Run engine_child in a child process (with the AVX2 environment for --isa avx2); its parsed result."""
+def run_engine(args, packed: bool = False) -> dict:
+    """Run engine_child in a child process (with the AVX2 environment for --isa avx2; `packed`: the engine's
+    packed_weights setting on); its parsed result."""
     env = dict(os.environ)
     if args.isa == "avx2":
         env.update(AVX2_ENV)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--engine-child", "--isa", args.isa,
            "--batches", ",".join(map(str, args.batches)), "--prompt-tokens", str(args.prompt_tokens),
            "--new-tokens", str(args.new_tokens), "--threads", str(args.threads),
-           "--batch1-prompts", str(args.batch1_prompts)]
+           "--batch1-prompts", str(args.batch1_prompts)] + (["--packed"] if packed else [])
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode == 2:  # the child has printed its one-line error
         sys.exit(2)
@@ -407,6 +411,10 @@ def report(args, llama: dict[str, dict], engine: dict) -> None:
     print("Generated tokens/s, whole run (decode only):\n")
     head = "| batch | llama.cpp F32 | engine fp32 | engine / llama.cpp F32 |"
     sep = "|---:|---:|---:|---:|"
+    packed = engine.get("packed")
+    if packed:
+        head += " engine fp32, packed weights | packed / llama.cpp F32 |"
+        sep += "---:|---:|"
     if "Q8_0" in llama:
         head += " llama.cpp Q8_0 | engine / llama.cpp Q8_0 |"
         sep += "---:|---:|"
@@ -417,6 +425,10 @@ def report(args, llama: dict[str, dict], engine: dict) -> None:
         line = (f"| {b} | {b * args.new_tokens / f['t']:.1f} ({f['speed_tg']:.1f}) "
                 f"| {e['speed']:.1f} ({e['speed_tg']:.1f}) "
                 f"| {e['speed'] / (b * args.new_tokens / f['t']):.2f}x ({e['speed_tg'] / f['speed_tg']:.2f}x) |")
+        if packed:
+            k = packed[str(b)]
+            line += (f" {k['speed']:.1f} ({k['speed_tg']:.1f}) "
+                     f"| {k['speed'] / (b * args.new_tokens / f['t']):.2f}x ({k['speed_tg'] / f['speed_tg']:.2f}x) |")
         if "Q8_0" in llama:
             q = llama["Q8_0"][b]
             line += (f" {b * args.new_tokens / q['t']:.1f} ({q['speed_tg']:.1f}) "
@@ -424,14 +436,16 @@ def report(args, llama: dict[str, dict], engine: dict) -> None:
         print(line)
     print("\nPrefill (prompt) tokens/s:\n")
     head = "| batch | llama.cpp F32 | engine fp32 | engine / llama.cpp F32 |" + (
-        " llama.cpp Q8_0 |" if "Q8_0" in llama else "")
+        " llama.cpp Q8_0 |" if "Q8_0" in llama else "") + (" engine fp32, packed weights |" if packed else "")
     print(head)
-    print("|---:|---:|---:|---:|" + ("---:|" if "Q8_0" in llama else ""))
+    print("|---:|---:|---:|---:|" + ("---:|" if "Q8_0" in llama else "") + ("---:|" if packed else ""))
     for b in args.batches:
         e, f = rows[str(b)], llama["F32"][b]
         line = f"| {b} | {f['speed_pp']:.0f} | {e['speed_pp']:.0f} | {e['speed_pp'] / f['speed_pp']:.2f}x |"
         if "Q8_0" in llama:
             line += f" {llama['Q8_0'][b]['speed_pp']:.0f} |"
+        if packed:
+            line += f" {packed[str(b)]['speed_pp']:.0f} |"
         print(line)
 
 
@@ -453,6 +467,9 @@ def main() -> None:
                         help="engine only: torch.profiler table of whole decode steps at each batch size")
     parser.add_argument("--profile-steps", type=int, default=8)
     parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--packed", action="store_true",
+                        help="also run the engine with engine.packed_weights (oneDNN, packed fp32 weights); with "
+                             "--profile: profile that engine")
     parser.add_argument("--engine-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
@@ -484,6 +501,8 @@ def main() -> None:
                 print(f"llama.cpp {kind} batch {b}: {b * args.new_tokens / r['t']:.1f} tok/s whole run, "
                       f"{r['speed_tg']:.1f} decode, {r['speed_pp']:.0f} prefill", file=sys.stderr, flush=True)
         engine = run_engine(args)
+        if args.packed:
+            engine["packed"] = run_engine(args, packed=True)["rows"]
         report(args, llama, engine)
     except BenchError as e:
         print(f"bench_peers: error: {e}", file=sys.stderr)

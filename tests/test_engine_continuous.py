@@ -129,6 +129,23 @@ def test_continuous_refills_wait_for_enough_free_slots(small_batch, monkeypatch)
     assert sizes and all(s == 2 for s in sizes[:-1])
 
 
+def test_continuous_refills_an_eighth_of_the_slots_at_a_time_by_default(tiny_engine, monkeypatch):
+    """Left at None, the refill threshold is an eighth of the slots (2 of 16): refilling every freed slot cost a
+    prefill pass each (BENCHMARKS.md)."""
+    saved = tiny_engine.batch_size, tiny_engine.refill
+    tiny_engine.batch_size, tiny_engine.refill = 16, None
+    requests = [Request(prompt=PROMPTS[i % len(PROMPTS)] + f" ({i})", max_new_tokens=3 + (7 * i) % 11)
+                for i in range(40)]
+    sizes = []
+    monkeypatch.setattr(hf, "write_rows", lambda dest, rows, *a: sizes.append(len(rows)) or write_rows(dest, rows, *a))
+    try:
+        refilled = texts(tiny_engine, requests, True)
+        assert refilled == texts(tiny_engine, requests, False)
+    finally:
+        tiny_engine.batch_size, tiny_engine.refill = saved
+    assert len(sizes) > 2 and all(s >= 2 for s in sizes[:-1]) and sizes[0] == 16
+
+
 def _cache(values: torch.Tensor, capacity: int = 8) -> DynamicCache:
     cache = DynamicCache()
     cache.layers = [GrowingLayer(capacity)]

@@ -21,7 +21,8 @@ def _engine(**data) -> EngineSettings:
 
 def test_options_hold_only_the_kinds_settings():
     assert _engine().options() == {"batch_size": 64, "device": None, "dtype": None, "trust_remote_code": False,
-                                   "prefill_tokens": None, "shared_kv": None, "continuous": False}
+                                   "prefill_tokens": None, "shared_kv": None, "continuous": False,
+                                   "packed_weights": False}
     opts = _engine(kind="openai", base_urls=["http://a:8000/v1", "http://b:8000/v1"], api_key_env="K",
                    replicas=2, replica_cpus=2).options()
     assert opts["base_urls"] == ["http://a:8000/v1", "http://b:8000/v1"] and opts["api_key_env"] == "K"

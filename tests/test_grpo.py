@@ -426,17 +426,34 @@ def test_rollouts_honour_the_engine_settings(tiny_model_dir):
     generate = HFEngine.generate
 
     def spy(self, *args, **kwargs):
-        seen.append((self.prefill_tokens, self.shared_kv, self.continuous))
+        packed = any("_packed_weight" in vars(m) for m in self.model.modules())
+        seen.append((self.prefill_tokens, self.shared_kv, self.continuous, packed))
         return generate(self, *args, **kwargs)
 
-    options = {"batch_size": 4, "prefill_tokens": 77, "shared_kv": False, "continuous": True}
+    options = {"batch_size": 4, "prefill_tokens": 77, "shared_kv": False, "continuous": True, "packed_weights": True}
     HFEngine.generate = spy
     try:
         make_rollout(GRPOConfig(kind="grpo", num_generations=2, max_completion_length=4, lora=None), seed=0, stop=(),
                      engine_options=options)([rollout_messages(ONES_QUESTIONS[0], "number", "none")[0]] * 2, trainer)
     finally:
         HFEngine.generate = generate
-    assert seen == [(77, False, True)]
+    assert seen == [(77, False, True, True)]
+    assert not any("_packed_weight" in vars(m) for m in model.modules())  # unpacked before the weights change
+
+
+def test_a_grpo_run_hands_its_recipes_engine_settings_to_the_rollouts(tmp_path, tiny_model_dir, ones_task,
+                                                                      monkeypatch):
+    import forethought.runs.loop as loop
+
+    recipe = yaml.safe_load(write_recipe(tmp_path / "r.yaml", tiny_model_dir, ones_task, tmp_path / "run").read_text())
+    recipe["engine"] = {"batch_size": 16, "prefill_tokens": 77, "shared_kv": False, "continuous": True,
+                        "packed_weights": True}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    seen = []
+    monkeypatch.setattr(loop, "train_grpo_iteration", lambda *a, **k: seen.append(k["engine_options"]) or {})
+    loop.Runner(load_config(RunConfig, tmp_path / "r.yaml", []), progress=False).train_grpo(1)
+    assert seen == [{"batch_size": 16, "prefill_tokens": 77, "shared_kv": False, "continuous": True,
+                     "packed_weights": True}]
 
 
 def test_cpu_grpo_training_scores_log_probs_in_narrow_tiles(tiny_model_dir, ones_task, tmp_path, monkeypatch):

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from forethought.engines import packed_linear, shared_prefix
 from forethought.engines.base import Completion, Request, Sample
-from forethought.engines import shared_prefix
 from forethought.engines.kv_cache import make_cache, mergeable, repeat_rows, set_length, shift_left, write_rows
 from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
@@ -124,9 +124,16 @@ class HFEngine:
         prefill_tokens: int | None = None,
         shared_kv: bool | None = None,
         continuous: bool = False,
+        packed_weights: bool = False,
     ) -> None:
-        """`prefill_tokens`, `shared_kv`: None keeps the device's default (see _setup); `continuous`: refill rows."""
+        """`prefill_tokens`, `shared_kv`: None keeps the device's default (see _setup); `continuous`: refill rows;
+        `packed_weights`: linear layers through oneDNN with packed weights (fp32 CPU only; engines/packed_linear.py)."""
         loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        if packed_weights:
+            if not packed_linear.packable(loaded):
+                raise UserError("engine.packed_weights needs fp32 weights on a CPU (drop it, or use "
+                                "engine.device=cpu without a dtype)")
+            packed_linear.pack_linears(loaded)
         self._setup(loaded, tokenizer, batch_size)
         if prefill_tokens is not None:
             if prefill_tokens < 1:
@@ -153,7 +160,9 @@ class HFEngine:
         # Refill finished rows' slots with waiting requests mid-decode (see _decode_slots). Off by default: see
         # BENCHMARKS.md for what it measured.
         self.continuous = False
-        self.refill = 1  # continuous batching refills once this many slots are free (or all that wait fit)
+        # continuous batching refills once this many slots are free (or all that wait fit); None: an eighth of the
+        # slots, which beat refilling every freed slot at batch 64 on both workloads measured (BENCHMARKS.md)
+        self.refill: int | None = None
         self.device = next(model.parameters()).device
         # only full-attention layers: prefill passes can be joined and a shared prefix can be kept apart
         self._full_attention = mergeable(make_cache(model.config, 0))
@@ -305,7 +314,7 @@ class HFEngine:
         while True:
             free = [k for k, row in enumerate(slots) if row is None]
             waiting = sum(u.count for u in queue)
-            if waiting and free and len(free) >= min(self.refill, waiting, len(slots)):
+            if waiting and free and len(free) >= min(self.refill or max(1, size // 8), waiting, len(slots)):
                 group, room = [], len(free)
                 while queue and queue[0].count <= room:
                     room -= queue[0].count

@@ -8,7 +8,8 @@ from pydantic import Field, model_validator
 
 from forethought.config import StrictModel
 
-_HF = {"batch_size", "device", "dtype", "trust_remote_code", "prefill_tokens", "shared_kv", "continuous"}
+_HF = {"batch_size", "device", "dtype", "trust_remote_code", "prefill_tokens", "shared_kv", "continuous",
+       "packed_weights"}
 _OPENAI = {"base_urls", "launch", "served_model", "api_key_env", "max_concurrency", "max_retries", "timeout"}
 _VLLM = {"dtype", "trust_remote_code", "gpu_memory_utilization", "tensor_parallel_size", "max_model_len",
          "enable_sleep_mode"}
@@ -31,6 +32,9 @@ class EngineSettings(StrictModel):
     prefill_tokens: int | None = Field(None, ge=1)
     shared_kv: bool | None = None
     continuous: bool = False
+    # hf, fp32 on CPU: linear layers through oneDNN with weights packed ahead (faster on AVX2 CPUs; rounds
+    # differently from `generate`, so a greedy token can flip at a near-tie; a second copy of the weights)
+    packed_weights: bool = False
     # openai: running servers (base_urls) or a command that serves each model ({model}, {gguf}, {name}, {port}...)
     base_urls: list[str] = []
     launch: str | None = None

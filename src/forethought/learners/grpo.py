@@ -199,6 +199,7 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
     """TRL's `rollout_func(prompts, trainer)`: consecutive copies of a prompt (TRL repeats each G times) become one
     engine request with n = G, seeded by (seed, prompt, optimizer step) so a resumed run redraws the same rollouts;
     the engine wraps the trainer's live model, so rollouts always come from the current weights."""
+    from forethought.engines import packed_linear
     from forethought.engines.base import Request
 
     engine_class = _engine_class()
@@ -211,9 +212,16 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
         merge = cfg.lora is not None and hasattr(model, "merge_adapter")
         if merge:
             model.merge_adapter()
+        packed = bool(engine_options.get("packed_weights"))
+        if packed:  # packed from this step's weights, dropped before they change
+            if not packed_linear.packable(model):
+                raise UserError("engine.packed_weights needs fp32 weights on a CPU (drop it for this learner)")
+            packed_linear.pack_linears(model)
         try:
             return _generate(model, prompts, trainer)
         finally:
+            if packed:
+                packed_linear.unpack_linears(model)
             if merge:
                 model.unmerge_adapter()
 

@@ -159,7 +159,7 @@ class Runner:
             trainer_dir=self.root / "grpo_trainer", output_dir=d / "checkpoint", rollouts_path=d / "rollouts.jsonl",
             seed=self.cfg.seed, progress=self.progress,
             engine_options={"batch_size": e.batch_size, "prefill_tokens": e.prefill_tokens, "shared_kv": e.shared_kv,
-                            "continuous": e.continuous},
+                            "continuous": e.continuous, "packed_weights": e.packed_weights},
         )
         write_json(d / "train_stats.json", stats)
 
