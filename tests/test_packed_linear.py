@@ -8,6 +8,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from forethought.engines import Request, get_engine
 from forethought.engines.hf import HFEngine
+from forethought.engines.packed_linear import MAX_PACKED_ROWS
 from forethought.errors import UserError
 
 
@@ -27,6 +28,10 @@ def test_packed_weights_compute_the_linear_layers_in_onednn_close_to_torchs(tiny
         assert "mkldnn::_linear_pointwise" not in _ops(lambda: plain.model(ids))
         want, got = plain.model(ids).logits, packed.model(ids).logits
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    long = torch.arange(MAX_PACKED_ROWS + 1)[None] % 50 + 3  # a prefill pass of more rows: torch's own product
+    with torch.inference_mode():
+        ops = _ops(lambda: packed.model(long))
+    assert "aten::linear" in ops and "mkldnn::_linear_pointwise" not in ops
     linears = [m for m in packed.model.modules() if type(m) is torch.nn.Linear]
     assert linears and all("_packed_weight" in vars(m) for m in linears)
     sample = packed.generate([Request(prompt="Plan first:", max_new_tokens=6)], progress=False)[0].samples[0]

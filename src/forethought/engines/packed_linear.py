@@ -15,6 +15,9 @@ from torch import nn
 
 # Rows the packed layout is tuned for: 16 ran 1-37 rows fastest of 1, 16 and 64 (bench/bench_matmul.py, EPYC).
 ROWS_HINT = 16
+# Inputs of more rows (prefill passes) go through torch's own product: there the packed path was slower (prefill
+# 571-569 against 624-645 tokens/s at batch 16-64, bench/bench_peers.py --packed, EPYC).
+MAX_PACKED_ROWS = 64
 
 
 def packable(model: nn.Module) -> bool:
@@ -25,8 +28,8 @@ def packable(model: nn.Module) -> bool:
 
 
 def pack_linears(model: nn.Module, rows_hint: int = ROWS_HINT) -> int:
-    """Make every `nn.Linear` of `model` compute through oneDNN with a packed copy of its weight (the weights must
-    not change afterwards); returns how many layers were packed. `unpack_linears` undoes it."""
+    """Make every `nn.Linear` of `model` compute inputs of up to MAX_PACKED_ROWS rows (decode steps) through oneDNN
+    with a packed copy of its weight (the weights must not change afterwards); returns how many layers were packed. `unpack_linears` undoes it."""
     count = 0
     for module in model.modules():
         if type(module) is nn.Linear and "forward" not in vars(module):
@@ -44,5 +47,7 @@ def unpack_linears(model: nn.Module) -> None:
 
 
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.numel() > MAX_PACKED_ROWS * x.shape[-1]:
+        return nn.functional.linear(x, self.weight, self.bias)
     bias = None if self.bias is None else self.bias.detach()
     return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight, bias, "none", [], "")
