@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+WAYS = ("F.linear", "x @ W pre-transposed", "oneDNN packed", "MKL packed", "OpenBLAS (numpy)", "torch.mv")
 LAYERS = 30
 SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]  # q k v o gate up down
 HEAD = (49152, 576)
@@ -68,8 +70,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):  # OpenBLAS reads it when numpy loads (with
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(args.threads)}  # torch, above): run again with it set
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     torch.manual_seed(0)
     layers = [[torch.randn(*s) for s in SHAPES] for _ in range(LAYERS)]
     head = torch.randn(*HEAD)
@@ -77,14 +81,13 @@ def main() -> None:
     head_gb = head.numel() * 4 / 1e9
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
           f"projections {gb * 1e3:.0f} MB, head {head_gb * 1e3:.0f} MB; ms (GB/s of weights read)\n")
-    names = list(kernels(1, layers[:1], head[:8]))
-    print("| rows | what | " + " | ".join(names) + " | best / F.linear |")
-    print("|---:|---|" + "---:|" * (len(names) + 1))
+    print("| rows | what | " + " | ".join(WAYS) + " | best / F.linear |")
+    print("|---:|---|" + "---:|" * (len(WAYS) + 1))
     for m in (int(r) for r in args.rows.split(",")):
         ways = kernels(m, layers, head)
         for part, label, size in ((0, "210 projections", gb), (1, "head", head_gb)):
             ms = {name: timed(fns[part], args.repeats) for name, fns in ways.items()}
-            cells = [f"{ms[n]:.1f} ({size / ms[n] * 1e3:.1f})" if n in ms else "—" for n in names]
+            cells = [f"{ms[n]:.1f} ({size / ms[n] * 1e3:.1f})" if n in ms else "—" for n in WAYS]
             print(f"| {m} | {label} | " + " | ".join(cells) + f" | {ms['F.linear'] / min(ms.values()):.2f}x |",
                   flush=True)
 

@@ -130,9 +130,6 @@ class HFEngine:
         `packed_weights`: linear layers through oneDNN with packed weights (fp32 CPU only; engines/packed_linear.py)."""
         loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         if packed_weights:
-            if not packed_linear.packable(loaded):
-                raise UserError("engine.packed_weights needs fp32 weights on a CPU (drop it, or use "
-                                "engine.device=cpu without a dtype)")
             packed_linear.pack_linears(loaded)
         self._setup(loaded, tokenizer, batch_size)
         if prefill_tokens is not None:
@@ -311,10 +308,11 @@ class HFEngine:
         position = torch.zeros(size, dtype=torch.long, device=self.device)
         chosen = torch.full((size,), self.pad_id, dtype=torch.long, device=self.device)
         logits = None
+        refill = self.refill or max(1, size // 8)
         while True:
             free = [k for k, row in enumerate(slots) if row is None]
             waiting = sum(u.count for u in queue)
-            if waiting and free and len(free) >= min(self.refill or max(1, size // 8), waiting, len(slots)):
+            if waiting and free and len(free) >= min(refill, waiting, len(slots)):
                 group, room = [], len(free)
                 while queue and queue[0].count <= room:
                     room -= queue[0].count

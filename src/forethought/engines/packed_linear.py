@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forethought.errors import UserError
+
 # Rows the packed layout is tuned for: 16 ran 1-37 rows fastest of 1, 16 and 64 (bench/bench_matmul.py, EPYC).
 ROWS_HINT = 16
 # Inputs of more rows (prefill passes) go through torch's own product: there the packed path was slower (prefill
@@ -20,16 +22,15 @@ ROWS_HINT = 16
 MAX_PACKED_ROWS = 64
 
 
-def packable(model: nn.Module) -> bool:
-    """True where packing applies: fp32 weights on a CPU whose torch has oneDNN."""
-    parameter = next(model.parameters())
-    return (parameter.device.type == "cpu" and parameter.dtype == torch.float32
-            and torch.backends.mkldnn.is_available())
-
-
 def pack_linears(model: nn.Module, rows_hint: int = ROWS_HINT) -> int:
     """Make every `nn.Linear` of `model` compute inputs of up to MAX_PACKED_ROWS rows (decode steps) through oneDNN
-    with a packed copy of its weight (the weights must not change afterwards); returns how many layers were packed. `unpack_linears` undoes it."""
+    with a packed copy of its weight (the weights must not change afterwards); returns how many layers were packed.
+    `unpack_linears` undoes it. A model that is not fp32 on a CPU (or a torch without oneDNN) is a UserError."""
+    parameter = next(model.parameters())
+    if not (parameter.device.type == "cpu" and parameter.dtype == torch.float32
+            and torch.backends.mkldnn.is_available()):
+        raise UserError("engine.packed_weights needs fp32 weights on a CPU (drop it, or run the model in fp32 on "
+                        "the CPU: engine.device=cpu without a dtype)")
     count = 0
     for module in model.modules():
         if type(module) is nn.Linear and "forward" not in vars(module):

@@ -214,8 +214,6 @@ def make_rollout(cfg: GRPOConfig, *, seed: int, stop: tuple[str, ...], engine_op
             model.merge_adapter()
         packed = bool(engine_options.get("packed_weights"))
         if packed:  # packed from this step's weights, dropped before they change
-            if not packed_linear.packable(model):
-                raise UserError("engine.packed_weights needs fp32 weights on a CPU (drop it for this learner)")
             packed_linear.pack_linears(model)
         try:
             return _generate(model, prompts, trainer)

@@ -193,6 +193,10 @@ class Stopwatch:
         self.seconds += gap
         return self.seconds
 
+    def so_far(self) -> float:
+        """The seconds counted so far plus the current beat's (at most one beat), without ticking."""
+        return self.seconds + min(self.clock() - self.last, self.beat)
+
 
 @contextlib.contextmanager
 def heartbeat(on_beat: Callable[[Stopwatch], None], beat: float | None = None):
@@ -284,8 +288,7 @@ class StageRunner:
     def elapsed(self, name: str) -> float:
         """Seconds stage `name` has run so far over its attempts, the running one included (stops left out)."""
         watch = self._live.get(name)
-        live = watch.seconds + min(watch.clock() - watch.last, watch.beat) if watch is not None else 0.0
-        return self.manifest["seconds"].get(name, 0.0) + live
+        return self.manifest["seconds"].get(name, 0.0) + (watch.so_far() if watch is not None else 0.0)
 
     @property
     def seconds(self) -> dict[str, float]:
