@@ -175,6 +175,8 @@ def test_each_arm_gets_the_study_task_seed_output_and_its_budget_share(tmp_path)
 @pytest.mark.parametrize("over,message", [
     ({"parallel": 3, "devices": ["0", "1"]}, "parallel is 3 but devices lists 2"),
     ({"parallel": 0}, "parallel"),
+    ({"stage_gpus": 1}, "stage_cpus and stage_gpus are the resources of a stage run on Ray: set ray_address"),
+    ({"ray_address": "auto", "devices": ["0"]}, "on Ray .* remove devices"),
     ({"baseline": "nope"}, "baseline 'nope' is not an arm"),
     ({"budget": 0}, "budget"),
     ({"seeds": [1, 1]}, "repeat a seed"),

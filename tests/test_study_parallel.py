@@ -125,7 +125,8 @@ def test_the_parent_writes_a_childs_seconds_while_it_runs_and_counts_a_killed_at
     monkeypatch.setattr(parallel, "HEARTBEAT_S", 0.2)
     monkeypatch.setattr(parallel, "_start", lambda study, name, slot, env: parallel._Child(
         name, slot, subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"]), tmp_path / "log"))
-    study = SimpleNamespace(cfg=SimpleNamespace(parallel=2, devices=[]), stages=stages, waits_for=lambda n: [],
+    study = SimpleNamespace(cfg=SimpleNamespace(parallel=2, devices=[], ray_address=None), stages=stages,
+                            waits_for=lambda n: [],
                             say=lambda m: None)
     parallel.run_parallel(study, [("arms/a/seed_0", None)], after_stage=lambda: None)
     manifest = json.loads((root / "manifest.json").read_text())
@@ -137,10 +138,16 @@ def test_the_parent_writes_a_childs_seconds_while_it_runs_and_counts_a_killed_at
 # ---------------------------------------------------------------- end to end on the tiny model
 
 
-def test_parallel_study_equals_the_serial_one(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the serial run with the threads each child gets
-    serial = run(study_file(tmp_path, "serial", tiny_model_dir))
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, tiny_model_dir):
+    """The study run one stage after another, with the threads each parallel child gets: (its directory, study)."""
+    tmp = tmp_path_factory.mktemp("serial")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        return tmp / "serial", run(study_file(tmp, "serial", tiny_model_dir))
+
+
+def test_parallel_study_equals_the_serial_one(tmp_path, tiny_model_dir, serial, capsys):
     parallel = run(study_file(tmp_path, "par", tiny_model_dir, parallel=2), progress=True)
     events = [line.split()[1:3] for line in capsys.readouterr().out.splitlines() if line.startswith("study: ")]
     at = {(verb, stage): k for k, (verb, stage) in enumerate(events)}
@@ -152,7 +159,7 @@ def test_parallel_study_equals_the_serial_one(tmp_path, tiny_model_dir, monkeypa
     for arm in ("none", "longer", "rest"):
         assert at["started", f"transfer/{arm}/seed_0/harder"] > at["finished", f"arms/{arm}/seed_0"]
     root = tmp_path / "par"
-    assert strip(parallel, (str(root),)) == strip(serial, (str(tmp_path / "serial"),))
+    assert strip(parallel, (str(root),)) == strip(serial[1], (str(serial[0]),))
     assert parallel["complete"]
     manifest = json.loads((root / "manifest.json").read_text())
     stages = ["arms/none/seed_0", "arms/longer/seed_0", "arms/rest/seed_0", "transfer/none/seed_0/harder",
@@ -167,6 +174,29 @@ def test_parallel_study_equals_the_serial_one(tmp_path, tiny_model_dir, monkeypa
     before = (root / "manifest.json").read_text()
     assert strip(run(study_file(tmp_path, "par", tiny_model_dir, parallel=2)), ()) == strip(parallel, ())
     assert (root / "manifest.json").read_text() == before
+
+
+def test_a_study_on_ray_runs_every_stage_as_a_ray_task_and_equals_the_serial_one(tmp_path, tiny_model_dir, serial,
+                                                                                  monkeypatch, capsys):
+    pytest.importorskip("ray", reason="Ray is in the test extra: pip install -e '.[test]'")
+    from forethought.study import parallel
+
+    def local_child(*args):
+        raise AssertionError("a stage started as a child of the study process, not as a Ray task")
+
+    monkeypatch.setattr(parallel, "_start", local_child)
+    path = study_file(tmp_path, "ray", tiny_model_dir, parallel=2, ray_address="local", stage_cpus=1)
+    study = run(path, progress=True)
+    root = tmp_path / "ray"
+    assert strip(study, (str(root),)) == strip(serial[1], (str(serial[0]),))
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 6 and set(manifest["stages"].values()) == {"done"}
+    assert all(manifest["seconds"][s] > 0 and manifest["peak_rss_mb"][s] > 50 for s in manifest["stages"])
+    started = [line for line in capsys.readouterr().out.splitlines() if line.startswith("study: started")]
+    assert len(started) == 6 and all("on Ray" in line for line in started)
+    import ray
+
+    assert not ray.is_initialized()  # the study ended the Ray it started
 
 
 def test_a_failed_arm_is_named_and_the_others_finish(tmp_path, tiny_model_dir):

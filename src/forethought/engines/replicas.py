@@ -16,12 +16,25 @@ from forethought.engines.progress import RequestProgress
 from forethought.errors import UserError
 
 
-def _ray():
+def _ray(what: str = "engine.replicas > 1"):
     try:
         import ray
     except ImportError:
-        raise UserError("engine.replicas > 1 needs Ray: pip install 'forethought[ray]'") from None
+        raise UserError(f"{what} needs Ray: pip install 'forethought[ray]'") from None
     return ray
+
+
+def connect_ray(address: str | None, what: str = "engine.replicas > 1"):
+    """Ray, joined to the cluster at `address` (None or "local": start one on this machine; "auto": the running
+    cluster) unless this process is already connected; returns (ray, whether this call started the connection)."""
+    ray = _ray(what)
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as e:
+        raise UserError(f"cannot connect to the Ray cluster at '{address}': {e}") from None
+    return ray, True
 
 
 class _Replica:
@@ -76,16 +89,9 @@ class RayReplicaEngine:
             raise UserError("engine.replicas must be >= 1, replica_cpus > 0, replica_gpus >= 0, max_retries >= 0")
         if chunk_size is not None and chunk_size < 1:
             raise UserError(f"engine.chunk_size must be >= 1 (got {chunk_size})")
-        ray = _ray()
         self.name = kind
         self.kind, self.model, self.chunk_size, self.max_retries = kind, model, chunk_size, max_retries
-        self._started_ray = False
-        if not ray.is_initialized():
-            try:
-                ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
-            except ConnectionError as e:
-                raise UserError(f"cannot connect to the Ray cluster at '{ray_address}': {e}") from None
-            self._started_ray = True
+        ray, self._started_ray = connect_ray(ray_address)
         threads = max(1, int(replica_cpus))
         actor = ray.remote(_Replica).options(
             num_cpus=replica_cpus, num_gpus=replica_gpus, max_restarts=0, max_task_retries=0,

@@ -48,6 +48,11 @@ class StudyConfig(StrictModel):
     # stages (arm x seed runs, transfer evaluations) at a time, each in its own process (study/parallel.py)
     parallel: int = Field(1, ge=1)
     devices: list[str] = []  # CUDA devices for the worker slots: slot k gets CUDA_VISIBLE_DEVICES=devices[k]
+    # stages as Ray tasks on this cluster ("auto", "ray://host:10001"; "local": a Ray started here), each asking
+    # for stage_cpus CPUs and stage_gpus GPUs; the study directory must be on a filesystem every node shares
+    ray_address: str | None = None
+    stage_cpus: float = Field(1.0, gt=0)
+    stage_gpus: float = Field(0.0, ge=0)
     report_to: list[Backend] = []  # when set, every arm's run is tracked there (tracking.py)
     output: OutputDir
 
@@ -66,6 +71,12 @@ class StudyConfig(StrictModel):
         if self.devices and self.parallel > len(self.devices):
             raise ValueError(f"parallel is {self.parallel} but devices lists {len(self.devices)}: every worker slot "
                              "needs its own device (list more devices or lower parallel)")
+        if self.ray_address is None and (self.stage_cpus, self.stage_gpus) != (1.0, 0.0):
+            raise ValueError("stage_cpus and stage_gpus are the resources of a stage run on Ray: set ray_address "
+                             "(\"local\", \"auto\" or \"ray://HOST:10001\") or remove them")
+        if self.ray_address is not None and self.devices:
+            raise ValueError("devices pins worker slots to this machine's GPUs; on Ray (ray_address) every stage "
+                             "gets stage_gpus GPUs from the cluster instead: remove devices")
         if self.baseline not in names:
             raise ValueError(f"baseline '{self.baseline}' is not an arm (arms: {', '.join(names)})")
         return self

@@ -1,4 +1,5 @@
-"""Run a study's stages `parallel` at a time, each in its own process (`study.parallel` > 1).
+"""Run a study's stages `parallel` at a time, each in its own process (`study.parallel` > 1), on this machine or
+as Ray tasks on a cluster (`study.ray_address`).
 
 Each arm x seed (and each transfer evaluation) is one child process (`python -m forethought.study.parallel SOURCE
 STUDY_DIR STAGE`) that runs exactly what the serial study runs for that stage, in the arm's own directory, so it
@@ -12,6 +13,11 @@ Order: the study's, except that a stage waits for what it needs. A transfer eval
 whose iteration-0 evaluation has the same inputs as an earlier arm's (study/reuse.py) waits until that one is
 finished, so it copies it instead of evaluating again, unless nothing else is left to run. A child's output goes
 to STUDY/logs/STAGE.log. A child dies with this process (Linux), so a killed study leaves none behind.
+
+On Ray, each stage is a task asking for `stage_cpus` CPUs and `stage_gpus` GPUs (Ray sets the task's
+CUDA_VISIBLE_DEVICES) that runs the same child process on whichever node has them free; the study directory and
+the study file must be at the same path on every node (a shared filesystem), and every node needs forethought and
+the models. Stopping the study (SIGSTOP) does not stop tasks already running on the cluster.
 """
 
 from __future__ import annotations
@@ -68,10 +74,68 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _command(study, stage: str) -> list[str]:
+    """The child's arguments after `python -m forethought.study.parallel`."""
+    return [str(study.source), str(study.root), stage]
+
+
+def _exit_and_rss(proc: subprocess.Popen, block: bool) -> tuple[int, int] | None:
+    """A finished child's (exit status, peak resident MB), or None while it runs."""
+    pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss // 1024
+
+
 class _Child:
+    """A stage running in a child process of this one."""
+
     def __init__(self, stage: str, slot: int, proc: subprocess.Popen, log: Path):
         self.stage, self.slot, self.proc, self.log = stage, slot, proc, log
         self.watch = Stopwatch(beat=POLL)  # ticked at every poll: its running seconds, stops left out
+
+    def poll(self) -> tuple[int, int] | None:
+        return _exit_and_rss(self.proc, block=False)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _ray_stage(args: list[str], log: str, threads: int) -> tuple[int, int]:
+    """On a Ray worker: run the stage's child process there (dying with this worker), output appended to `log`."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT: str(os.getpid())}
+    with open(log, "ab") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "forethought.study.parallel", *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+    return _exit_and_rss(proc, block=True)
+
+
+class _RayChild(_Child):
+    """A stage running as a Ray task (on any node of the cluster); ended by cancelling the task, whose worker's
+    death ends the stage's process. A task lost with its node counts as a failed stage."""
+
+    def __init__(self, stage: str, slot: int, ref, log: Path):
+        super().__init__(stage, slot, None, log)
+        self.ref = ref
+
+    def poll(self) -> tuple[int, int] | None:
+        import ray
+
+        if not ray.wait([self.ref], timeout=0)[0]:
+            return None
+        try:
+            return tuple(ray.get(self.ref))
+        except Exception as e:  # the worker or its node died
+            with open(self.log, "a", encoding="utf-8") as sink:
+                sink.write(f"\nthe Ray task running this stage failed: {type(e).__name__}: {e}\n")
+            return -1, 0
+
+    def kill(self) -> None:
+        import ray
+
+        ray.cancel(self.ref, force=True)
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -90,6 +154,12 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
     cfg, stages = study.cfg, study.stages
     parallel, devices = cfg.parallel, list(cfg.devices)
     threads = cpu_threads()
+    on_ray = cfg.ray_address is not None
+    if on_ray:
+        from forethought.engines.replicas import connect_ray
+
+        ray, started_ray = connect_ray(cfg.ray_address, "a study with ray_address")
+        remote = ray.remote(_ray_stage).options(num_cpus=cfg.stage_cpus, num_gpus=cfg.stage_gpus, max_retries=0)
     pending = [name for name, _ in planned if not stages.done(name)]
     running: list[_Child] = []
     failed: list[str] = []
@@ -110,7 +180,13 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                 pending.remove(name)
                 stages.recover(name)  # what a killed study's child had run of it
                 slot = free.pop(0)
-                running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
+                if on_ray:
+                    log = _log(study, name)
+                    running.append(_RayChild(name, slot, remote.remote(_command(study, name), str(log),
+                                                                       max(1, int(cfg.stage_cpus))), log))
+                    study.say(f"started {name} on Ray (log: {log})")
+                else:
+                    running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
             time.sleep(POLL)
             for child in running:
                 child.watch.tick()
@@ -119,14 +195,13 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                 for child in running:
                     stages.running(child.stage, child.watch)
             for child in list(running):
-                pid, status, usage = os.wait4(child.proc.pid, os.WNOHANG)
-                if pid == 0:
+                ended = child.poll()
+                if ended is None:
                     continue
                 running.remove(child)
-                child.proc.returncode = code = os.waitstatus_to_exitcode(status)
+                code, rss = ended
                 seconds = child.watch.seconds
-                stages.record(child.stage, seconds, usage.ru_maxrss // 1024, "done" if code == 0 else None,
-                              paused=child.watch.paused)
+                stages.record(child.stage, seconds, rss, "done" if code == 0 else None, paused=child.watch.paused)
                 if code == 0:
                     study.say(f"finished {child.stage} in {seconds:,.0f} s")
                     after_stage()
@@ -138,17 +213,23 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                     pending = [name for name in pending if not name.startswith(after)]
     finally:
         for child in running:  # interrupted: stop the children (they resume with the study)
-            child.proc.kill()
-            child.proc.wait()
+            child.kill()
+        if on_ray and started_ray:
+            ray.shutdown()
     if failed:
         raise UserError("study stages failed: " + "; ".join(failed) + ". Fix the cause and run the same command "
                         "again: finished stages are kept and the failed ones resume where they stopped")
 
 
-def _start(study, name: str, slot: int, env: dict) -> _Child:
+def _log(study, name: str) -> Path:
     log = log_path(study.root, name)
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "forethought.study.parallel", str(study.source), str(study.root), name]
+    return log
+
+
+def _start(study, name: str, slot: int, env: dict) -> _Child:
+    log = _log(study, name)
+    command = [sys.executable, "-m", "forethought.study.parallel", *_command(study, name)]
     with open(log, "ab") as sink:
         proc = subprocess.Popen(command, env={**env, PARENT: str(os.getpid())}, stdin=subprocess.DEVNULL,
                                 stdout=sink, stderr=subprocess.STDOUT)

@@ -165,7 +165,7 @@ class Study:
 
         planned = self.planned()
         with self.stages:
-            if self.cfg.parallel > 1:
+            if self.cfg.parallel > 1 or self.cfg.ray_address is not None:
                 from forethought.study.parallel import run_parallel
 
                 run_parallel(self, planned, after_stage=lambda: write_results(self))
