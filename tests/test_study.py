@@ -20,7 +20,7 @@ from forethought.samplers import SamplerConfig, read_records, run_sampler
 from forethought.search import SearchConfig, run_search
 from forethought.stats import correct_by_question, paired_delta_ci
 from forethought.study import Study, load_study, resolve_study
-from forethought.study.results import COLOURS, markdown_table, summarize
+from forethought.study.results import COLOURS, markdown_table, study_plot, summarize
 from forethought.tasks import get_task
 from forethought.tasks.base import Example
 from test_samplers import ScriptedEngine
@@ -302,6 +302,22 @@ def test_an_arms_seconds_are_its_stages_seconds_which_leave_out_stops(tmp_path):
     (d / "manifest.json").write_text(json.dumps({"stages": {}, "seconds": stages, "paused_seconds": {"x": 900.0}}))
     study = summarize(tmp_path, [{"name": "arm", "kind": "run"}], [0], "arm")
     assert [p["seconds"] for p in study["arms"]["arm"]["seeds"]["0"]["iterations"]] == [7.0, 17.0]
+
+
+def test_a_baseline_without_training_is_a_line_with_its_interval_as_a_band(tmp_path):
+    _hand_run(tmp_path / "arms" / "base" / "seed_0", [1, 0, 0, 0], [(0, 0.25, 0)])
+    _hand_run(tmp_path / "arms" / "arm" / "seed_0", [1, 1, 0, 0], [(0, 0.25, 0), (1, 0.5, 900)])
+    study = summarize(tmp_path, [{"name": "base", "kind": "run"}, {"name": "arm", "kind": "run"}], [0], "base")
+    lo, hi = study["arms"]["base"]["final"]["ci95"]
+    for x in ("tokens", "seconds"):
+        ax = study_plot(study, x).axes[0]
+        line = next(line for line in ax.lines if line.get_label() == "base")
+        assert list(line.get_ydata()) == [0.25, 0.25] and list(line.get_xdata()) == [0, 1]  # across the whole axis
+        assert line.get_linestyle() == "--"
+        (band,) = ax.patches
+        ys = band.get_transform().transform(band.get_path().vertices)[:, 1]
+        assert ax.transData.inverted().transform([[0, min(ys)], [0, max(ys)]])[:, 1] == pytest.approx([lo, hi])
+        assert [c.get_label() for c in ax.containers] == ["arm"]  # the trained arm keeps its points and bars
 
 
 def test_study_page_renders_both_plots_in_chromium(tmp_path):

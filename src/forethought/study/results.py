@@ -256,7 +256,8 @@ def markdown_table(study: dict) -> str:
 
 
 def study_plot(study: dict, x: str) -> Figure:
-    """Accuracy (pooled over seeds, 95% interval bars) against cumulative generated tokens or seconds, per arm."""
+    """Accuracy (pooled over seeds, 95% interval bars) against cumulative generated tokens or seconds, per arm; a
+    baseline with one point (no training) is a dashed line with its interval as a band, to read every arm against."""
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.add_subplot()
     ax.set_xlabel("generated tokens (training-time sampling, search or rollouts)" if x == "tokens"
@@ -269,16 +270,22 @@ def study_plot(study: dict, x: str) -> Figure:
         pts = [p for p in a["pooled"] if p["accuracy"] is not None]
         if not pts:
             continue
+        colour = COLOURS[k % len(COLOURS)]
+        if name == study["baseline"] and len(pts) == 1:
+            (lo, hi), top = pts[0]["ci95"], max(top, pts[0]["ci95"][1])
+            ax.axhspan(lo, hi, color=colour, alpha=0.12, lw=0)
+            ax.axhline(pts[0]["accuracy"], color=colour, ls="--", lw=1.4, label=name)
+            continue
         xs, accs = [p[x] for p in pts], [p["accuracy"] for p in pts]
         err = [[acc - p["ci95"][0] for acc, p in zip(accs, pts)], [p["ci95"][1] - acc for acc, p in zip(accs, pts)]]
         top = max(top, max(p["ci95"][1] for p in pts))
-        ax.errorbar(xs, accs, yerr=err, color=COLOURS[k % len(COLOURS)], marker="o", capsize=3, lw=1.6, ms=5,
+        ax.errorbar(xs, accs, yerr=err, color=colour, marker="o", capsize=3, lw=1.6, ms=5,
                     label=name, ls="--" if name == study["baseline"] else "-")
     ax.set_ylim(0, min(1.02, top + 0.08) if top else 1.0)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.margins(x=0.06)
-    if study["arms"]:
+    if ax.get_legend_handles_labels()[0]:
         fig.legend(loc="outside right center", fontsize=8, frameon=False)
     return fig
 
