@@ -161,3 +161,50 @@ def read_lines(path):
     from forethought.jsonl import read_jsonl
 
     return list(read_jsonl(path))
+
+
+_SLOW_EVAL = """
+import sys, time
+from pathlib import Path
+from forethought.engines.base import Completion, Sample
+from forethought.evaluate import evaluate, partial_path
+from forethought.runs import stages
+from forethought.tasks import get_task
+stages.HEARTBEAT_S, stages.STOPPED_S = 0.1, 0.5
+
+class Slow:
+    name, batch_size = "slow", 2
+
+    def generate(self, requests, *, progress=True):
+        time.sleep(1.0)  # wall time: it runs on while the process is stopped
+        return [Completion(samples=[Sample(text="So the answer is 1.", tokens=5, finish_reason="eos")],
+                           prompt_tokens=10) for _ in requests]
+
+task = get_task("synthetic/arithmetic", test_size=4)
+examples = task.load(split="test")
+partial = None if sys.argv[2] == "whole" else partial_path(Path(sys.argv[1]))
+print("started", flush=True)
+evaluate(Slow(), task, examples, model_name="slow", partial=partial).write(Path(sys.argv[1]))
+"""
+
+
+def test_an_evaluations_seconds_leave_out_time_the_process_was_stopped(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for way in ("whole", "chunks"):  # one engine call of 4 questions, or 2 chunks of 2
+        out = tmp_path / way
+        proc = subprocess.Popen([sys.executable, "-c", _SLOW_EVAL, str(out), way], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "started"
+        start = time.monotonic()
+        time.sleep(0.4)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=60) == 0
+        wall = time.monotonic() - start
+        seconds = json.loads((out / "summary.json").read_text())["seconds"]
+        assert wall - 3.0 <= seconds <= wall - 2.0, (way, wall, seconds)  # less the 2.5 s it was stopped

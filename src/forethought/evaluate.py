@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from forethought.errors import UserError
 from forethought.jsonl import append, open_for_append, read_jsonl, write_json, write_jsonl
 from forethought.plans import code, steps
 from forethought.plans.prompts import PROMPTS_VERSION
+from forethought.runs.stages import heartbeat
 from forethought.stats import accuracy_ci, correct_by_question, group_answers, majority_index, sampled_metrics
 from forethought.tasks.base import Example, Task
 
@@ -155,9 +155,7 @@ def evaluate(
     s = _Sampling(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                   plan_max_new_tokens=plan_max_new_tokens, seed=seed, shots=shots, progress=progress)
     if partial is None:
-        start = time.perf_counter()
-        rows = _ANSWER[plan_format](engine, task, examples, s)
-        seconds = time.perf_counter() - start
+        rows, seconds = _timed(lambda: _ANSWER[plan_format](engine, task, examples, s))
     else:
         settings = {k: v for k, v in asdict(s).items() if k != "progress"}
         key = json.dumps([model_name, plan_format, settings, PROMPTS_VERSION, task.name], sort_keys=True)
@@ -165,6 +163,13 @@ def evaluate(
         rows, seconds = _in_chunks(_ANSWER[plan_format], engine, task, examples, s, Path(partial), key)
     return _score(task, rows, s, seconds=seconds, model_name=model_name, plan_format=plan_format,
                   engine_name=getattr(engine, "name", type(engine).__name__))
+
+
+def _timed(fn: Callable):
+    """fn()'s result and the seconds it ran, leaving out time the process was stopped (a stage's Stopwatch)."""
+    with heartbeat(lambda watch: None) as watch:
+        out = fn()
+    return out, watch.seconds
 
 
 def _in_chunks(answer: Callable, engine: Engine, task: Task, examples: Sequence[Example], s: _Sampling, path: Path,
@@ -183,10 +188,8 @@ def _in_chunks(answer: Callable, engine: Engine, task: Task, examples: Sequence[
             ids = tuple(ex.id for ex in chunk)
             record = done.get(ids)
             if record is None:
-                start = time.perf_counter()
-                got = answer(engine, task, chunk, s)
-                record = {"key": key, "ids": list(ids),
-                          "seconds": round(time.perf_counter() - start, 3),
+                got, took = _timed(lambda: answer(engine, task, chunk, s))
+                record = {"key": key, "ids": list(ids), "seconds": round(took, 3),
                           "rows": [[ex.id, *rest] for ex, *rest in got]}
                 append(f, [record])
             rows += [(by_id[r[0]], *r[1:]) for r in record["rows"]]
