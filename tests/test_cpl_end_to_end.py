@@ -94,16 +94,21 @@ class Counting:
         return done
 
 
-def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
-    from forethought.cpl import run_cpl
-
+def ones_task(tmp_path) -> str:
+    """A custom task whose every answer is 1 (the warm model's only answer); returns its YAML's path."""
     data = tmp_path / "ones"
     data.mkdir()
     (data / "ones.jsonl").write_text("".join(json.dumps({"question": q, "answer": "1"}) + "\n" for q in QUESTIONS))
     (data / "ones.yaml").write_text("name: ones\nsplits: {train: ones.jsonl, test: ones.jsonl}\n"
                                     "question_field: question\ngold_field: answer\nanswer_type: number\n")
+    return str(data / "ones.yaml")
+
+
+def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
+    from forethought.cpl import run_cpl
+
     recipe = {
-        "model": str(warm), "task": {"name": str(data / "ones.yaml"), "train_limit": 6, "eval_limit": 4},
+        "model": str(warm), "task": {"name": ones_task(tmp_path), "train_limit": 6, "eval_limit": 4},
         "engine": {"batch_size": 32},
         "search": {"iterations": 3, "root_children": 3, "children": 3, "max_new_tokens": 64, "temperature": 1.0},
         "round2_iterations": 2,
@@ -141,3 +146,37 @@ def test_two_round_pipeline_resumes_and_reports(warm, tmp_path):
     assert after["seconds"]["r2/apo"] > manifest["seconds"]["r2/apo"]  # trained again
     assert not (tmp_path / "run" / "r1" / "value" / "checkpoint").exists()  # round 2's search is done: not needed
     assert after["seconds"]["r1/value"] == manifest["seconds"]["r1/value"]
+
+
+def test_a_search_with_nothing_to_train_on_leaves_the_base_model_and_copies_its_evaluation(tiny_model_dir, tmp_path):
+    """The untrained tiny model writes no well-formed step: every learner skips (as an EM iteration that accepted
+    nothing), each round's models are the base model, its evaluation is copied rather than repeated, and round 2
+    searches with the base model and no value model."""
+    from forethought.cpl import run_cpl
+
+    recipe = {
+        "model": str(tiny_model_dir), "task": {"name": ones_task(tmp_path), "train_limit": 4, "eval_limit": 4},
+        "engine": {"batch_size": 32}, "rounds": 2, "round2_iterations": 2,
+        "search": {"iterations": 2, "root_children": 2, "children": 2, "max_new_tokens": 16, "temperature": 1.0},
+        "eval": {"max_new_tokens": 16, "plan_max_new_tokens": 16}, "output": str(tmp_path / "run"),
+    }
+    (tmp_path / "cpl.yaml").write_text(yaml.safe_dump(recipe))
+    summary = run_cpl(tmp_path / "cpl.yaml", [], progress=False)
+    run = tmp_path / "run"
+    for k in (1, 2):
+        found = json.loads((run / f"r{k}" / "search.json").read_text())
+        assert found["tokens"] > 0 and (found["sft_rows"], found["pairs"], found["value_rows"]) == (0, 0, 0)
+    manifest = json.loads((run / "manifest.json").read_text())
+    skipped = [f"r{k}/{s}" for k in (1, 2) for s in ("sft", "apo", "dpo")] + ["r1/value"]
+    assert all(manifest["stages"][s] == "skipped" for s in skipped)
+    assert not any((run / s).exists() for s in skipped)
+    copies = [f"eval/r{k}_{m}" for k in (1, 2) for m in ("sft", "apo", "dpo")]
+    assert all(manifest["stages"][c] == "done" and manifest["reused"][c] == {"from": "eval/base"} for c in copies)
+    base = (run / "eval" / "base" / "records.jsonl").read_text()
+    assert all((run / c / "records.jsonl").read_text() == base for c in copies)
+    assert summary["models"]["r2_apo"] == summary["models"]["base"]
+    assert summary["deltas"]["r2_apo_minus_base"]["delta"] == 0
+    assert json.loads((run / "manifest.json").read_text())["stages"] == manifest["stages"]
+    again = run_cpl(tmp_path / "cpl.yaml", [], progress=False)  # resumed: nothing runs again
+    assert again["models"] == summary["models"]
+    assert json.loads((run / "manifest.json").read_text()) == manifest

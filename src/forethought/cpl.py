@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
 
 from pydantic import Field
@@ -71,6 +72,7 @@ class CplRun:
         self.stages = StageRunner(cfg.output, cfg, engine_settings=cfg.engine, growable=("rounds",),
                                   progress=progress)
         self.root = self.stages.root
+        self._evaluated: dict[str, str] = {}  # model -> the first evaluation of it (eval/ name), for copies
 
     def run(self) -> dict:
         with self.stages:
@@ -96,13 +98,13 @@ class CplRun:
 
     def round(self, k: int) -> None:
         """Search, SFT from base, Step-APO (and step DPO) from SFT, the value model for the next round, evaluations."""
-        cfg, d = self.cfg, self.root / f"r{k}"
-        policy = cfg.model if k == 1 else str(self.root / f"r{k - 1}" / "apo" / "checkpoint")
-        value = self.root / f"r{k - 1}" / "value" / "checkpoint" if k > 1 else None
-        self.search(k, policy, value)
+        cfg = self.cfg
+        policy = cfg.model if k == 1 else self.model_of(k - 1, "apo")
+        value = self.model_of(k - 1, "value") if k > 1 else None
+        self.search(k, policy, Path(value) if value else None)
         sft = cfg.sft if k == 1 else cfg.sft.model_copy(update={"epochs": cfg.sft_round2_epochs})
         self.train(k, "sft", "sft", cfg.model, "sft.jsonl", sft)
-        start = str(d / "sft" / "checkpoint")
+        start = self.model_of(k, "sft")
         self.train(k, "apo", "step_apo", start, "pairs.jsonl", cfg.step_apo)
         names = ["sft", "apo"]
         if cfg.step_dpo_ablation:
@@ -111,7 +113,15 @@ class CplRun:
         if k < cfg.rounds:
             self.train(k, "value", "value", start, "value.jsonl", cfg.value)
         for name in names:
-            self.evaluate(str(d / name / "checkpoint"), f"r{k}_{name}")
+            self.evaluate(self.model_of(k, name), f"r{k}_{name}")
+
+    def model_of(self, k: int, name: str) -> str | None:
+        """The model stage r{k}/{name} leaves: its checkpoint or, when the search gave it nothing to train on
+        (skipped), the model it starts from: the base model for SFT, the SFT model for Step-APO and DPO, and no
+        value model (the next round searches with terminal rewards only)."""
+        if self.stages.status(f"r{k}/{name}") != "skipped":
+            return str(self.root / f"r{k}" / name / "checkpoint")
+        return None if name == "value" else self.cfg.model if name == "sft" else self.model_of(k, "sft")
 
     def search(self, k: int, policy: str, value: Path | None) -> None:
         """Round k's plan-step MCTS (resumable tree by tree), then the SFT paths, pairs and value targets it yields."""
@@ -146,18 +156,33 @@ class CplRun:
         """Train r{k}/{name}/checkpoint with learner `kind` on r{k}/{data} (in-process, or under accelerate launch)."""
         d = self.root / f"r{k}" / name
 
-        def fit() -> None:
-            stats = train(kind, model, _rows(self.root / f"r{k}" / data), d / "checkpoint", cfg,
-                          seed=self.cfg.seed, progress=self.progress)
+        def fit() -> str | None:
+            rows = _rows(self.root / f"r{k}" / data)
+            if not rows:  # the search found no correct path (or no sibling pair): the model stays as it was,
+                return "skipped"  # as an EM iteration that accepted nothing (runs/loop.py)
+            stats = train(kind, model, rows, d / "checkpoint", cfg, seed=self.cfg.seed, progress=self.progress)
             write_json(d / "train_stats.json", stats.model_dump())
+            return None
 
         self.stages.stage(f"r{k}/{name}", fit, output=d / "checkpoint", trains=True)
 
     def evaluate(self, model: str, name: str) -> None:
-        """Zero-shot evaluation of `model` in the step format into eval/{name}/."""
+        """Zero-shot evaluation of `model` in the step format into eval/{name}/; a model this run has evaluated
+        already (a skipped stage leaves the model it started from) gets a copy of that evaluation, which the same
+        prompts, settings and seeds would repeat answer for answer."""
         from forethought.evaluate import evaluate, partial_path
 
+        earlier = self._evaluated.get(str(model))
+        step = 0 if name == "base" else int(name[1:].split("_")[0])  # the round (r2_apo -> 2)
+
         def run() -> None:
+            if earlier is not None:
+                (self.root / "eval" / name).mkdir(parents=True, exist_ok=True)
+                for file in ("summary.json", "records.jsonl"):
+                    shutil.copyfile(self.root / "eval" / earlier / file, self.root / "eval" / name / file)
+                self.stages.annotate("reused", f"eval/{name}", {"from": f"eval/{earlier}"})
+                self.stages.log_metrics(step, _load(self.root / "eval" / name / "summary.json"), prefix=f"eval/{name}")
+                return
             e = self.cfg.eval
             result = evaluate(self.stages.engine(model), self.task, self.eval_q, model_name=model,
                               plan_format="steps", n=e.n, temperature=e.temperature, top_p=e.top_p,
@@ -165,11 +190,12 @@ class CplRun:
                               fewshot=e.fewshot, seed=self.cfg.seed, progress=self.progress,
                               partial=partial_path(self.root / "eval" / name))
             result.write(self.root / "eval" / name)
-            step = 0 if name == "base" else int(name[1:].split("_")[0])  # the round (r2_apo -> 2)
             self.stages.log_metrics(step, result.summary, prefix=f"eval/{name}")
             self.stages.log_table(step, f"examples/{name}", example_rows(result.records))
 
         self.stages.stage(f"eval/{name}", run)
+        if self.stages.done(f"eval/{name}"):
+            self._evaluated.setdefault(str(model), name)
 
     def summary(self) -> dict:
         """Each model's accuracy with its 95% interval, paired deltas, and what each round's search spent."""
