@@ -185,10 +185,11 @@ def test_a_study_on_ray_runs_every_stage_as_a_ray_task_and_equals_the_serial_one
         raise AssertionError("a stage started as a child of the study process, not as a Ray task")
 
     monkeypatch.setattr(parallel, "_start", local_child)
-    path = study_file(tmp_path, "ray", tiny_model_dir, parallel=2, ray_address="local", stage_cpus=1)
+    monkeypatch.chdir(tmp_path)  # the study file and its output as relative paths: the tasks run where it started
+    path = study_file(Path("."), "onray", tiny_model_dir, parallel=2, ray_address="local", stage_cpus=1)
     study = run(path, progress=True)
-    root = tmp_path / "ray"
-    assert strip(study, (str(root),)) == strip(serial[1], (str(serial[0]),))
+    root = tmp_path / "onray"
+    assert strip(study, ("onray",)) == strip(serial[1], (str(serial[0]),))
     manifest = json.loads((root / "manifest.json").read_text())
     assert len(manifest["stages"]) == 6 and set(manifest["stages"].values()) == {"done"}
     assert all(manifest["seconds"][s] > 0 and manifest["peak_rss_mb"][s] > 50 for s in manifest["stages"])
@@ -197,6 +198,11 @@ def test_a_study_on_ray_runs_every_stage_as_a_ray_task_and_equals_the_serial_one
     import ray
 
     assert not ray.is_initialized()  # the study ended the Ray it started
+    # a task runs its stage in the directory the study started from, wherever its worker process stands
+    monkeypatch.chdir("/")
+    code, rss = parallel._ray_stage(["onray.yaml", "onray", "arms/none/seed_0"], str(tmp_path / "again.log"), 1,
+                                    str(tmp_path))
+    assert code == 0, (tmp_path / "again.log").read_text()[-1000:]
 
 
 def test_a_failed_arm_is_named_and_the_others_finish(tmp_path, tiny_model_dir):

@@ -15,9 +15,9 @@ finished, so it copies it instead of evaluating again, unless nothing else is le
 to STUDY/logs/STAGE.log. A child dies with this process (Linux), so a killed study leaves none behind.
 
 On Ray, each stage is a task asking for `stage_cpus` CPUs and `stage_gpus` GPUs (Ray sets the task's
-CUDA_VISIBLE_DEVICES) that runs the same child process on whichever node has them free; the study directory and
-the study file must be at the same path on every node (a shared filesystem), and every node needs forethought and
-the models. Stopping the study (SIGSTOP) does not stop tasks already running on the cluster.
+CUDA_VISIBLE_DEVICES) that runs the same child process on whichever node has them free, in the directory the study
+was started from; that directory, the study directory and the study file must be at the same paths on every node
+(a shared filesystem), and every node needs forethought and the models. Stopping the study (SIGSTOP) does not stop tasks already running on the cluster.
 """
 
 from __future__ import annotations
@@ -103,11 +103,12 @@ class _Child:
         self.proc.wait()
 
 
-def _ray_stage(args: list[str], log: str, threads: int) -> tuple[int, int]:
-    """On a Ray worker: run the stage's child process there (dying with this worker), output appended to `log`."""
+def _ray_stage(args: list[str], log: str, threads: int, cwd: str) -> tuple[int, int]:
+    """On a Ray worker: run the stage's child process there in the study's working directory `cwd` (relative
+    paths in the study mean the same there), dying with this worker, its output appended to `log`."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT: str(os.getpid())}
     with open(log, "ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "forethought.study.parallel", *args], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "forethought.study.parallel", *args], env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
     return _exit_and_rss(proc, block=True)
 
@@ -181,9 +182,9 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                 stages.recover(name)  # what a killed study's child had run of it
                 slot = free.pop(0)
                 if on_ray:
-                    log = _log(study, name)
-                    running.append(_RayChild(name, slot, remote.remote(_command(study, name), str(log),
-                                                                       max(1, int(cfg.stage_cpus))), log))
+                    log = _log(study, name).resolve()
+                    ref = remote.remote(_command(study, name), str(log), max(1, int(cfg.stage_cpus)), os.getcwd())
+                    running.append(_RayChild(name, slot, ref, log))
                     study.say(f"started {name} on Ray (log: {log})")
                 else:
                     running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
