@@ -17,7 +17,8 @@ to STUDY/logs/STAGE.log. A child dies with this process (Linux), so a killed stu
 On Ray, each stage is a task asking for `stage_cpus` CPUs and `stage_gpus` GPUs (Ray sets the task's
 CUDA_VISIBLE_DEVICES) that runs the same child process on whichever node has them free, in the directory the study
 was started from; that directory, the study directory and the study file must be at the same paths on every node
-(a shared filesystem), and every node needs forethought and the models. Stopping the study (SIGSTOP) does not stop tasks already running on the cluster.
+(a shared filesystem), and every node needs forethought and the models. Stopping the study (SIGSTOP) does not
+stop tasks already running on the cluster.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def _command(study, stage: str) -> list[str]:
     return [str(study.source), str(study.root), stage]
 
 
+def _argv(args: list[str]) -> list[str]:
+    """The child's command line, with the interpreter of the process that starts it."""
+    return [sys.executable, "-m", "forethought.study.parallel", *args]
+
+
 def _exit_and_rss(proc: subprocess.Popen, block: bool) -> tuple[int, int] | None:
     """A finished child's (exit status, peak resident MB), or None while it runs."""
     pid, status, usage = os.wait4(proc.pid, 0 if block else os.WNOHANG)
@@ -108,7 +114,7 @@ def _ray_stage(args: list[str], log: str, threads: int, cwd: str) -> tuple[int, 
     paths in the study mean the same there), dying with this worker, its output appended to `log`."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PARENT: str(os.getpid())}
     with open(log, "ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "forethought.study.parallel", *args], env=env, cwd=cwd,
+        proc = subprocess.Popen(_argv(args), env=env, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
     return _exit_and_rss(proc, block=True)
 
@@ -181,13 +187,8 @@ def run_parallel(study, planned: list[tuple[str, Callable[[], None]]], after_sta
                 pending.remove(name)
                 stages.recover(name)  # what a killed study's child had run of it
                 slot = free.pop(0)
-                if on_ray:
-                    log = _log(study, name).resolve()
-                    ref = remote.remote(_command(study, name), str(log), max(1, int(cfg.stage_cpus)), os.getcwd())
-                    running.append(_RayChild(name, slot, ref, log))
-                    study.say(f"started {name} on Ray (log: {log})")
-                else:
-                    running.append(_start(study, name, slot, slot_env(slot, parallel, devices, threads)))
+                running.append(_start_on_ray(study, name, slot, remote) if on_ray else
+                               _start(study, name, slot, slot_env(slot, parallel, devices, threads)))
             time.sleep(POLL)
             for child in running:
                 child.watch.tick()
@@ -230,12 +231,19 @@ def _log(study, name: str) -> Path:
 
 def _start(study, name: str, slot: int, env: dict) -> _Child:
     log = _log(study, name)
-    command = [sys.executable, "-m", "forethought.study.parallel", *_command(study, name)]
     with open(log, "ab") as sink:
-        proc = subprocess.Popen(command, env={**env, PARENT: str(os.getpid())}, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(_argv(_command(study, name)), env={**env, PARENT: str(os.getpid())}, stdin=subprocess.DEVNULL,
                                 stdout=sink, stderr=subprocess.STDOUT)
     study.say(f"started {name} (slot {slot}; log: {log})")
     return _Child(name, slot, proc, log)
+
+
+def _start_on_ray(study, name: str, slot: int, remote) -> _RayChild:
+    """Stage `name` as a Ray task (`remote`: _ray_stage with the study's resources), its log at an absolute path."""
+    log = _log(study, name).resolve()
+    ref = remote.remote(_command(study, name), str(log), max(1, int(study.cfg.stage_cpus)), os.getcwd())
+    study.say(f"started {name} on Ray (log: {log})")
+    return _RayChild(name, slot, ref, log)
 
 
 def main(argv: list[str]) -> int:
