@@ -8,24 +8,21 @@ import gc
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from forethought.engines import Request, close_engine
 from forethought.engines.hf import HFEngine
+from forethought.runs.stages import peak_rss_mb, reset_peak_rss
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 
 
-def _status(key: str) -> int:
-    """VmRSS / VmHWM of this process in MB."""
+def _rss_mb() -> int:
+    """VmRSS of this process in MB."""
     with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) // 1024
-    raise AssertionError(key)
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def _kv_heavy_model(tokenizer_dir):
@@ -55,23 +52,20 @@ def _measure(tokenizer_dir: str) -> dict:
     engine.generate(_requests(2, 2, 4), progress=False)  # warm-up: thread pools, lazily built kernels
     del model
     gc.collect()
-    before = _status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
+    before = _rss_mb()
+    reset_peak_rss()
     engine.generate(_requests(64, 6, 16), progress=False)  # 64 rows of about 100 tokens: a cache of about 400 MB
-    peak = _status("VmHWM")
+    peak = peak_rss_mb()
     close_engine(engine)
     del engine
     gc.collect()
-    return {"before": before, "peak": peak, "after": _status("VmRSS")}
+    return {"before": before, "peak": peak, "after": _rss_mb()}
 
 
 def test_generate_then_close_gives_the_memory_back(tiny_model_dir):
     # In a fresh process: late in a long test session the allocator already holds memory freed by earlier tests,
     # which generate reuses without raising the peak (seen as peak == before in the full suite).
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from test_engine_memory import _measure; print(json.dumps(_measure({str(tiny_model_dir)!r})))")
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    child = subprocess.run([sys.executable, __file__, str(tiny_model_dir)], capture_output=True, text=True, timeout=600)
     assert child.returncode == 0, child.stderr[-3000:]
     m = json.loads(child.stdout.strip().splitlines()[-1])
     assert m["peak"] - m["before"] > 200, f"generate should have needed a large cache: {m} (MB)"
@@ -93,3 +87,7 @@ def test_prefill_and_decode_ask_for_the_last_position_logits_only(tiny_engine, m
         tiny_engine.generate(_requests(4, 12, 3) + [Request(prompt="short one", n=3, max_new_tokens=3)], progress=False)
     assert any(width > 20 for width, _ in seen), seen  # prompts were encoded many positions at a time
     assert {kept for _, kept in seen} == {1}, seen
+
+
+if __name__ == "__main__":  # the fresh process of test_generate_then_close_gives_the_memory_back
+    print(json.dumps(_measure(sys.argv[1])))
